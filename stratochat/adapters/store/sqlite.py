@@ -1,0 +1,584 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+How it differs from the ports: every write runs on one writer thread that takes whatever writes are
+queued, runs each in its own savepoint inside one ``BEGIN IMMEDIATE`` transaction and commits them
+together, so concurrent senders share one fsync (group commit, ``synchronous=FULL``: an acknowledged
+write is on disk). Reads run on a small pool of reader threads with their own connections (WAL lets
+them read while the writer writes). Nothing blocks the event loop. Seqs, idempotency and counters are
+decided inside the write transaction, under SQLite's file lock, so several server processes may
+share one database file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from ...core.errors import Conflict, NotFound, QuotaExceeded, Unavailable
+from ...core.models import Chat, FileRef, InboxEntry, Message, MessageDraft, Session, Usage, User, utc_day
+from ...core.ports import Clock
+
+log = logging.getLogger("stratochat.store.sqlite")
+
+T = TypeVar("T")
+WriteFn = Callable[..., Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT,
+    is_premium INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    external_id TEXT UNIQUE,
+    storage_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
+CREATE TABLE IF NOT EXISTS chats (
+    chat_id TEXT PRIMARY KEY,
+    is_group INTEGER NOT NULL,
+    title TEXT,
+    member_ids TEXT NOT NULL,
+    direct_key TEXT UNIQUE,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_message_content TEXT,
+    last_message_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS chat_members (
+    user_id TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    read_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, chat_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    chat_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    file TEXT,
+    created_at INTEGER NOT NULL,
+    client_msg_id TEXT,
+    PRIMARY KEY (chat_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_msg_id
+    ON messages(chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_daily (
+    user_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    messages INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, day)
+) WITHOUT ROWID;
+"""
+
+USER_COLS = "user_id, username, password_hash, is_premium, created_at, external_id"
+CHAT_COLS = (
+    "chat_id, is_group, title, member_ids, direct_key, created_at, created_by, last_seq, "
+    "last_message_content, last_message_at"
+)
+MSG_COLS = "message_id, chat_id, seq, sender_id, sender, message_type, content, file, created_at, client_msg_id"
+
+# How many queued writes one transaction takes at most.
+BATCH_MAX = 512
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(row[0], row[1], bool(row[3]), row[4], row[2], row[5])
+
+
+def _chat(row: tuple[Any, ...]) -> Chat:
+    return Chat(
+        chat_id=row[0],
+        is_group=bool(row[1]),
+        title=row[2],
+        member_ids=tuple(orjson.loads(row[3])),
+        direct_key=row[4],
+        created_at=row[5],
+        created_by=row[6],
+        last_seq=row[7],
+        last_message_content=row[8],
+        last_message_at=row[9],
+    )
+
+
+def _message(row: tuple[Any, ...]) -> Message:
+    file = FileRef(**orjson.loads(row[7])) if row[7] else None
+    return Message(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[8], row[9], file)
+
+
+def _file_json(file: FileRef | None) -> str | None:
+    if file is None:
+        return None
+    return orjson.dumps(
+        {"file_id": file.file_id, "filename": file.filename, "content_type": file.content_type, "size": file.size}
+    ).decode()
+
+
+# write transactions (run on the writer thread) -----------------------------------------------------
+def create_user_txn(conn: sqlite3.Connection, user: User) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO users ({USER_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (user.user_id, user.username, user.password_hash, int(user.is_premium), user.created_at, user.external_id),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"username '{user.username}' is taken") from exc
+
+
+def set_premium_txn(conn: sqlite3.Connection, user_id: str, is_premium: bool) -> None:
+    if conn.execute("UPDATE users SET is_premium = ? WHERE user_id = ?", (int(is_premium), user_id)).rowcount == 0:
+        raise NotFound("no such user")
+
+
+def create_session_txn(conn: sqlite3.Connection, s: Session) -> None:
+    conn.execute(
+        "INSERT INTO sessions (session_id, user_id, created_at, expires_at, data) VALUES (?, ?, ?, ?, ?)",
+        (s.session_id, s.user_id, s.created_at, s.expires_at, orjson.dumps(s.data).decode() if s.data else None),
+    )
+
+
+def extend_session_txn(conn: sqlite3.Connection, session_id: str, expires_at: int) -> None:
+    conn.execute("UPDATE sessions SET expires_at = MAX(expires_at, ?) WHERE session_id = ?", (expires_at, session_id))
+
+
+def delete_session_txn(conn: sqlite3.Connection, session_id: str) -> None:
+    conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+
+def create_chat_txn(conn: sqlite3.Connection, chat: Chat) -> tuple[Chat, bool]:
+    if chat.direct_key is not None:
+        row = conn.execute(f"SELECT {CHAT_COLS} FROM chats WHERE direct_key = ?", (chat.direct_key,)).fetchone()
+        if row is not None:
+            return _chat(row), False
+    conn.execute(
+        f"INSERT INTO chats ({CHAT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL)",
+        (
+            chat.chat_id,
+            int(chat.is_group),
+            chat.title,
+            orjson.dumps(list(chat.member_ids)).decode(),
+            chat.direct_key,
+            chat.created_at,
+            chat.created_by,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO chat_members (user_id, chat_id, read_seq) VALUES (?, ?, 0)",
+        [(m, chat.chat_id) for m in chat.member_ids],
+    )
+    return chat, True
+
+
+def set_read_seq_txn(conn: sqlite3.Connection, chat_id: str, user_id: str, seq: int) -> int:
+    row = conn.execute(
+        "UPDATE chat_members SET read_seq = MAX(read_seq, MIN(?, (SELECT last_seq FROM chats WHERE chat_id = ?)))"
+        " WHERE user_id = ? AND chat_id = ? RETURNING read_seq",
+        (seq, chat_id, user_id, chat_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound("no such chat")
+    return int(row[0])
+
+
+def append_message_txn(conn: sqlite3.Connection, draft: MessageDraft, daily_limit: int | None) -> tuple[Message, bool]:
+    if draft.client_msg_id is not None:
+        row = conn.execute(
+            f"SELECT {MSG_COLS} FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?",
+            (draft.chat_id, draft.sender_id, draft.client_msg_id),
+        ).fetchone()
+        if row is not None:
+            return _message(row), False
+    day = utc_day(draft.created_at)
+    if daily_limit is not None:
+        row = conn.execute(
+            "SELECT messages FROM usage_daily WHERE user_id = ? AND day = ?", (draft.sender_id, day)
+        ).fetchone()
+        if row is not None and row[0] >= daily_limit:
+            raise QuotaExceeded(f"daily limit of {daily_limit} messages reached; it resets at 00:00 UTC")
+    row = conn.execute(
+        "UPDATE chats SET last_seq = last_seq + 1, last_message_content = ?, last_message_at = ?"
+        " WHERE chat_id = ? RETURNING last_seq",
+        (draft.content, draft.created_at, draft.chat_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound("no such chat")
+    seq = int(row[0])
+    conn.execute(
+        f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            draft.message_id,
+            draft.chat_id,
+            seq,
+            draft.sender_id,
+            draft.sender,
+            draft.message_type,
+            draft.content,
+            _file_json(draft.file),
+            draft.created_at,
+            draft.client_msg_id,
+        ),
+    )
+    conn.execute(
+        "UPDATE chat_members SET read_seq = ? WHERE user_id = ? AND chat_id = ?",
+        (seq, draft.sender_id, draft.chat_id),
+    )
+    conn.execute(
+        "INSERT INTO usage_daily (user_id, day, messages) VALUES (?, ?, 1)"
+        " ON CONFLICT (user_id, day) DO UPDATE SET messages = messages + 1",
+        (draft.sender_id, day),
+    )
+    return Message.from_draft(draft, seq), True
+
+
+def purge_txn(conn: sqlite3.Connection, now_ms: int) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now_ms,))
+    conn.execute("DELETE FROM usage_daily WHERE day < ?", (utc_day(now_ms - 2 * 86_400_000),))
+
+
+# reads (run on the reader threads) -------------------------------------------------------------------
+def list_chats_read(conn: sqlite3.Connection, user_id: str) -> list[InboxEntry]:
+    rows = conn.execute(
+        f"SELECT {', '.join('c.' + c for c in CHAT_COLS.split(', '))}, m.read_seq"
+        " FROM chat_members m JOIN chats c ON c.chat_id = m.chat_id WHERE m.user_id = ?"
+        " ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.chat_id",
+        (user_id,),
+    ).fetchall()
+    return [InboxEntry(_chat(r[:-1]), int(r[-1])) for r in rows]
+
+
+def list_messages_read(
+    conn: sqlite3.Connection, chat_id: str, before: int | None, after: int | None, limit: int
+) -> tuple[list[Message], bool]:
+    if after is not None:
+        rows = conn.execute(
+            f"SELECT {MSG_COLS} FROM messages WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (chat_id, after, limit + 1),
+        ).fetchall()
+        return [_message(r) for r in rows[:limit]], len(rows) > limit
+    bound = before if before is not None else 1 << 62
+    rows = conn.execute(
+        f"SELECT {MSG_COLS} FROM messages WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (chat_id, bound, limit + 1),
+    ).fetchall()
+    page = [_message(r) for r in rows[:limit]]
+    page.reverse()
+    return page, len(rows) > limit
+
+
+class SqliteStore:
+    def __init__(self, path: Path, clock: Clock, *, readers: int = 4, purge_interval_s: float = 600) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._n_readers = readers
+        self._purge_interval_s = purge_interval_s
+        self._queue: queue.SimpleQueue[tuple[WriteFn, tuple[Any, ...], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._purger: asyncio.Task[None] | None = None
+        self._state = "new"
+        self.batches = 0
+        self.writes = 0
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = FULL")
+        if read_only:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"SqliteStore cannot start from state {self._state}")
+        self._loop = asyncio.get_running_loop()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._init_schema)
+        self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="sqlite-reader")
+        self._state = "open"
+        if self._purge_interval_s > 0:
+            self._purger = asyncio.create_task(self._purge_loop(), name="sqlite-purge")
+
+    def _init_schema(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        if self._state != "open":
+            return
+        self._state = "closing"
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        self._queue.put(None)  # the writer finishes what is queued, then stops
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.join)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        for conn in self._read_conns:
+            conn.close()
+        self._state = "closed"
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._purge_interval_s)
+            try:
+                await self._write(purge_txn, self._clock.now_ms())
+            except Exception:
+                log.warning("purge of expired rows failed", exc_info=True)
+
+    # the writer thread -----------------------------------------------------------------------------
+    async def _write(self, fn: WriteFn, *args: Any) -> Any:
+        if self._state != "open":
+            raise Unavailable("store is not open")
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((fn, args, fut))
+        return await fut
+
+    def _writer_main(self) -> None:
+        conn = self._connect()
+        assert self._loop is not None
+        loop = self._loop
+        stop = False
+        try:
+            while not stop:
+                item = self._queue.get()
+                if item is None:
+                    break
+                batch = [item]
+                while len(batch) < BATCH_MAX:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                results = self._run_batch(conn, batch)
+                self.batches += 1
+                self.writes += len(batch)
+                loop.call_soon_threadsafe(_resolve, results)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _run_batch(
+        conn: sqlite3.Connection, batch: list[tuple[WriteFn, tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            log.error("cannot begin a write transaction: %s", exc)
+            return [(fut, None, Unavailable("database is busy; try again")) for _, _, fut in batch]
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for fn, args, fut in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = fn(conn, *args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                if isinstance(exc, sqlite3.Error):
+                    log.error("write %s failed: %s", getattr(fn, "__name__", fn), exc)
+                    exc = Unavailable("database write failed")
+                results.append((fut, None, exc))
+            else:
+                conn.execute("RELEASE op")
+                results.append((fut, value, None))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("commit failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return [(fut, None, Unavailable("database commit failed")) for fut, _, _ in results]
+        return results
+
+    # the reader threads ----------------------------------------------------------------------------
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(read_only=True)
+            self._read_conns.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return fn(self._reader_conn(), *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._state != "open":
+            raise Unavailable("store is not open")
+        assert self._loop is not None
+        try:
+            return await self._loop.run_in_executor(self._readers, self._run_read, fn, args)
+        except sqlite3.Error as exc:
+            log.error("read failed: %s", exc)
+            raise Unavailable("database read failed") from exc
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return await self._read(lambda c: c.execute(sql, params).fetchone())
+
+    # HealthCheck -----------------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._fetchone("SELECT 1", ())
+
+    # UserStore -------------------------------------------------------------------------------------
+    async def create_user(self, user: User) -> None:
+        await self._write(create_user_txn, user)
+
+    async def get_user(self, user_id: str) -> User | None:
+        row = await self._fetchone(f"SELECT {USER_COLS} FROM users WHERE user_id = ?", (user_id,))
+        return _user(row) if row else None
+
+    async def get_user_by_username(self, username: str) -> User | None:
+        row = await self._fetchone(f"SELECT {USER_COLS} FROM users WHERE username = ?", (username,))
+        return _user(row) if row else None
+
+    async def get_user_by_external_id(self, external_id: str) -> User | None:
+        row = await self._fetchone(f"SELECT {USER_COLS} FROM users WHERE external_id = ?", (external_id,))
+        return _user(row) if row else None
+
+    async def get_users(self, user_ids: Collection[str]) -> dict[str, User]:
+        ids = list(dict.fromkeys(user_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, User]:
+            out: dict[str, User] = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {USER_COLS} FROM users WHERE user_id IN ({marks})", chunk):
+                    out[row[0]] = _user(row)
+            return out
+
+        return await self._read(read) if ids else {}
+
+    async def set_premium(self, user_id: str, is_premium: bool) -> None:
+        await self._write(set_premium_txn, user_id, is_premium)
+
+    async def list_users(self, limit: int = 100, after: str | None = None) -> list[User]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {USER_COLS} FROM users WHERE username > ? ORDER BY username LIMIT ?", (after or "", limit)
+            ).fetchall()
+        )
+        return [_user(r) for r in rows]
+
+    # SessionStore ----------------------------------------------------------------------------------
+    async def create_session(self, session: Session) -> None:
+        await self._write(create_session_txn, session)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._fetchone(
+            "SELECT session_id, user_id, created_at, expires_at, data FROM sessions WHERE session_id = ?",
+            (session_id,),
+        )
+        if row is None:
+            return None
+        return Session(row[0], row[1], row[2], row[3], orjson.loads(row[4]) if row[4] else None)
+
+    async def extend_session(self, session_id: str, expires_at: int) -> None:
+        await self._write(extend_session_txn, session_id, expires_at)
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._write(delete_session_txn, session_id)
+
+    # ChatStore -------------------------------------------------------------------------------------
+    async def create_chat(self, chat: Chat) -> tuple[Chat, bool]:
+        result: tuple[Chat, bool] = await self._write(create_chat_txn, chat)
+        return result
+
+    async def get_chat(self, chat_id: str) -> Chat | None:
+        row = await self._fetchone(f"SELECT {CHAT_COLS} FROM chats WHERE chat_id = ?", (chat_id,))
+        return _chat(row) if row else None
+
+    async def list_chats_for_user(self, user_id: str) -> list[InboxEntry]:
+        return await self._read(list_chats_read, user_id)
+
+    async def set_read_seq(self, chat_id: str, user_id: str, seq: int) -> int:
+        marker: int = await self._write(set_read_seq_txn, chat_id, user_id, seq)
+        return marker
+
+    async def contacts_of(self, user_id: str) -> set[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT DISTINCT o.user_id FROM chat_members m JOIN chat_members o ON o.chat_id = m.chat_id"
+                " WHERE m.user_id = ? AND o.user_id != ?",
+                (user_id, user_id),
+            ).fetchall()
+        )
+        return {r[0] for r in rows}
+
+    # MessageStore ----------------------------------------------------------------------------------
+    async def append_message(self, draft: MessageDraft, *, daily_limit: int | None = None) -> tuple[Message, bool]:
+        result: tuple[Message, bool] = await self._write(append_message_txn, draft, daily_limit)
+        return result
+
+    async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:
+        row = await self._fetchone(
+            f"SELECT {MSG_COLS} FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?",
+            (chat_id, sender_id, client_msg_id),
+        )
+        return _message(row) if row else None
+
+    async def list_messages(
+        self, chat_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> tuple[list[Message], bool]:
+        if before is not None and after is not None:
+            raise ValueError("before and after are exclusive")
+        return await self._read(list_messages_read, chat_id, before, after, limit)
+
+    # UsageStore ------------------------------------------------------------------------------------
+    async def get_usage(self, user_id: str, day: str) -> Usage:
+        def read(conn: sqlite3.Connection) -> Usage:
+            m = conn.execute(
+                "SELECT messages FROM usage_daily WHERE user_id = ? AND day = ?", (user_id, day)
+            ).fetchone()
+            s = conn.execute("SELECT storage_bytes FROM users WHERE user_id = ?", (user_id,)).fetchone()
+            return Usage(int(m[0]) if m else 0, int(s[0]) if s else 0)
+
+        return await self._read(read)
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, exc in results:
+        if fut.cancelled():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)

@@ -1,0 +1,171 @@
+"""``stratochat serve | users ... | aws provision``: builds Settings once and passes it on."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .settings import Settings
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How every Stratochat node runs uvicorn (the CLI and the test fixtures alike)."""
+    return dict(
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        ws_max_size=settings.frame_limit_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure
+
+    overrides = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None
+    }
+    settings = Settings(**overrides)
+    configure(settings.log_level)
+    common = uvicorn_options(settings)
+    if settings.workers > 1:
+        if not settings.redis_cluster_endpoint:
+            print(
+                "stratochat: --workers > 1 needs a broker between the processes (set REDIS_CLUSTER_ENDPOINT)",
+                file=sys.stderr,
+            )
+            return 2
+        # Each worker process builds its own Settings from the environment.
+        os.environ.update({f"STRATOCHAT_{k.upper()}": str(v) for k, v in overrides.items()})
+        uvicorn.run("stratochat.app:app_from_env", factory=True, workers=settings.workers, **common)
+        return 0
+    uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    return asyncio.run(_users_async(args))
+
+
+async def _users_async(args: argparse.Namespace) -> int:
+    from .app import build_store
+    from .core.accounts import AccountService, normalise_username
+    from .core.clock import SystemClock
+    from .core.errors import StratochatError
+    from .core.limits import FailureWindow
+    from .core.models import utc_day
+
+    settings = Settings()
+    clock = SystemClock()
+    store = build_store(settings, clock)
+    await store.start()
+    try:
+        if args.users_cmd == "list":
+            after = None
+            while True:
+                page = await store.list_users(200, after)
+                for u in page:
+                    print(f"{u.username}\t{u.user_id}\t{'premium' if u.is_premium else 'free'}")
+                if len(page) < 200:
+                    return 0
+                after = page[-1].username
+        name = normalise_username(args.username)
+        if args.users_cmd == "create":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else args.password
+            accounts = AccountService(
+                store,
+                store,
+                clock,
+                session_ttl_s=settings.session_ttl,
+                user_failures=FailureWindow(clock, 0, 1),
+                ip_failures=FailureWindow(clock, 0, 1),
+            )
+            created = await accounts.register(name, password)
+            print(f"created {created.username} ({created.user_id})")
+            return 0
+        user = await store.get_user_by_username(name)
+        if user is None:
+            print(f"stratochat: no user named '{name}'", file=sys.stderr)
+            return 1
+        if args.users_cmd == "set-premium":
+            await store.set_premium(user.user_id, not args.off)
+            print(f"{name} is now {'free' if args.off else 'premium'}")
+            return 0
+        usage = await store.get_usage(user.user_id, utc_day(clock.now_ms()))
+        print(f"username:       {user.username}\nuser_id:        {user.user_id}")
+        print(f"tier:           {'premium' if user.is_premium else 'free'}")
+        print(f"messages today: {usage.messages_today}\nstorage bytes:  {usage.storage_bytes}")
+        return 0
+    except StratochatError as exc:
+        print(f"stratochat: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+def _aws(args: argparse.Namespace) -> int:
+    print(
+        "stratochat: 'aws provision' needs the DynamoDB store, which this build does not include yet", file=sys.stderr
+    )
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stratochat", description="Self-hostable real-time chat server")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1, or STRATOCHAT_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8000, or STRATOCHAT_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (needs REDIS_CLUSTER_ENDPOINT when > 1)")
+    serve.set_defaults(fn=_serve)
+
+    users = sub.add_parser("users", help="manage accounts")
+    usub = users.add_subparsers(dest="users_cmd", required=True)
+    usub.add_parser("list", help="list every account")
+    show = usub.add_parser("show", help="an account's tier and usage")
+    show.add_argument("username")
+    create = usub.add_parser("create", help="create a local account")
+    create.add_argument("username")
+    pw = create.add_mutually_exclusive_group(required=True)
+    pw.add_argument("--password")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    prem = usub.add_parser("set-premium", help="make an account premium (or free with --off)")
+    prem.add_argument("username")
+    prem.add_argument("--off", action="store_true")
+    users.set_defaults(fn=_users)
+
+    aws = sub.add_parser("aws", help="AWS operations")
+    asub = aws.add_subparsers(dest="aws_cmd", required=True)
+    prov = asub.add_parser("provision", help="create the DynamoDB tables and S3 bucket (idempotent)")
+    prov.add_argument("--dry-run", action="store_true")
+    aws.set_defaults(fn=_aws)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Sending and reading messages."""
+
+from __future__ import annotations
+
+import uuid
+
+from .chats import ChatService
+from .errors import BadRequest, RateLimited, TooLarge
+from .events import MessageEvent
+from .hub import Hub
+from .limits import TierPolicy, TokenBuckets
+from .models import Message, MessageDraft, User
+from .ports import Clock, MessageStore
+
+CLIENT_MSG_ID_MAX = 128
+HISTORY_MAX = 200
+
+
+def check_client_msg_id(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not 1 <= len(raw) <= CLIENT_MSG_ID_MAX or not raw.isprintable():
+        raise BadRequest(f"client_msg_id must be 1-{CLIENT_MSG_ID_MAX} printable characters")
+    return raw
+
+
+class MessageService:
+    def __init__(
+        self,
+        messages: MessageStore,
+        chats: ChatService,
+        hub: Hub,
+        clock: Clock,
+        *,
+        max_chars: int,
+        tiers: TierPolicy,
+        burst: TokenBuckets,
+    ) -> None:
+        self._messages = messages
+        self._chats = chats
+        self._hub = hub
+        self._clock = clock
+        self._max_chars = max_chars
+        self._tiers = tiers
+        self._burst = burst
+
+    def check_content(self, content: object) -> str:
+        if not isinstance(content, str):
+            raise BadRequest("content must be a string")
+        if len(content) > self._max_chars:
+            raise TooLarge(f"content is {len(content)} characters; the limit is {self._max_chars}")
+        if not content.strip():
+            raise BadRequest("content must not be empty")
+        return content
+
+    async def send(
+        self,
+        user: User,
+        chat_id: object,
+        content: object,
+        client_msg_id: object = None,
+        *,
+        origin: str | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a text message and fan it out to every member's sockets but ``origin`` (the sending
+        connection, which gets an ack instead). Returns ``(message, created)``; a retry with a stored
+        ``client_msg_id`` returns the original with ``created=False`` and fans out nothing."""
+        text = self.check_content(content)
+        cmid = check_client_msg_id(client_msg_id)
+        members = await self._chats.require_member(user.user_id, chat_id)
+        assert isinstance(chat_id, str)
+        wait = self._burst.take(user.user_id)
+        if wait > 0:
+            if cmid is not None:
+                # A retry of a stored message is never refused for a limit.
+                stored = await self._messages.get_by_client_msg_id(chat_id, user.user_id, cmid)
+                if stored is not None:
+                    return stored, False
+            raise RateLimited("sending too fast; slow down", wait)
+        draft = MessageDraft(
+            message_id=uuid.uuid4().hex,
+            chat_id=chat_id,
+            sender_id=user.user_id,
+            sender=user.username,
+            message_type="text",
+            content=text,
+            created_at=self._clock.now_ms(),
+            client_msg_id=cmid,
+        )
+        limits = self._tiers.limits_for(user)
+        try:
+            message, created = await self._messages.append_message(draft, daily_limit=limits.daily_messages)
+        except BaseException:
+            self._burst.give_back(user.user_id)
+            raise
+        if created:
+            self._hub.deliver(members, MessageEvent(message), exclude=origin)
+        else:
+            self._burst.give_back(user.user_id)
+        return message, created
+
+    async def history(
+        self, user: User, chat_id: object, *, before: object = None, after: object = None, limit: object = 50
+    ) -> tuple[list[Message], bool]:
+        await self._chats.require_member(user.user_id, chat_id)
+        assert isinstance(chat_id, str)
+        for name, value in (("before", before), ("after", after)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise BadRequest(f"{name} must be a non-negative integer")
+        if before is not None and after is not None:
+            raise BadRequest("use before= or after=, not both")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= HISTORY_MAX:
+            raise BadRequest(f"limit must be 1-{HISTORY_MAX}")
+        return await self._messages.list_messages(
+            chat_id,
+            before=before if isinstance(before, int) else None,
+            after=after if isinstance(after, int) else None,
+            limit=limit,
+        )

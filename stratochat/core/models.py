@@ -1,0 +1,139 @@
+"""Frozen value objects of the domain. Times are integer milliseconds since the epoch (UTC)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+MessageType = Literal["text", "file"]
+
+
+def iso_ms(ms: int) -> str:
+    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix, as the contract wants."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def utc_day(ms: int) -> str:
+    """The UTC calendar day (``YYYY-MM-DD``) that ``ms`` falls in; daily quotas roll over at 00:00 UTC."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    username: str
+    is_premium: bool = False
+    created_at: int = 0
+    # None for accounts that only sign in through an identity provider.
+    password_hash: str | None = field(default=None, repr=False)
+    # The identity provider's subject ("issuer|sub"), when the account is linked to one.
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A server-side session. ``session_id`` is the SHA-256 of the bearer token, never the token itself."""
+
+    session_id: str
+    user_id: str
+    created_at: int
+    expires_at: int
+    # Extra data an identity provider needs (tokens for logout/refresh); opaque to the core.
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    chat_id: str
+    is_group: bool
+    title: str | None
+    member_ids: tuple[str, ...]
+    created_at: int
+    created_by: str
+    last_seq: int = 0
+    last_message_content: str | None = None
+    last_message_at: int | None = None
+    # Set for direct chats only: the sorted pair of member ids, unique across chats.
+    direct_key: str | None = None
+
+    @property
+    def activity_at(self) -> int:
+        return self.last_message_at if self.last_message_at is not None else self.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A chat as one member sees it: the chat and that member's read marker."""
+
+    chat: Chat
+    read_seq: int
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.chat.last_seq - self.read_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    file_id: str
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDraft:
+    """A message before the store gives it its ``seq``."""
+
+    message_id: str
+    chat_id: str
+    sender_id: str
+    sender: str
+    message_type: MessageType
+    content: str
+    created_at: int
+    client_msg_id: str | None = None
+    file: FileRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    chat_id: str
+    seq: int
+    sender_id: str
+    sender: str
+    message_type: MessageType
+    content: str
+    created_at: int
+    client_msg_id: str | None = None
+    file: FileRef | None = None
+
+    @classmethod
+    def from_draft(cls, draft: MessageDraft, seq: int) -> Message:
+        return cls(
+            message_id=draft.message_id,
+            chat_id=draft.chat_id,
+            seq=seq,
+            sender_id=draft.sender_id,
+            sender=draft.sender,
+            message_type=draft.message_type,
+            content=draft.content,
+            created_at=draft.created_at,
+            client_msg_id=draft.client_msg_id,
+            file=draft.file,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    messages_today: int = 0
+    storage_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    daily_messages: int | None
+    storage_bytes: int
+    max_file_bytes: int

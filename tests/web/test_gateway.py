@@ -1,0 +1,232 @@
+"""The /ws gateway with real WebSocket clients against a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.client import Api, Socket
+from tests.services.server import ThreadServer
+
+
+async def test_two_users_chat_in_real_time(server: ThreadServer, alice: Api, bob: Api) -> None:
+    a = await alice.socket(server.ws_url)
+    b = await bob.socket(server.ws_url)
+    assert a.ready["user"]["username"] == alice.username
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    created = await b.expect("chat")
+    assert created["chat"]["chat_id"] == cid and created["chat"]["unread_count"] == 0
+    ack = await a.send_text(cid, "hello bob", "c-1")
+    assert ack["client_msg_id"] == "c-1" and ack["message"]["seq"] == 1 and ack["message"]["content"] == "hello bob"
+    got = await b.expect("message")
+    assert got["message"] == ack["message"]
+    ack2 = await b.send_text(cid, "hi alice")
+    assert (await a.expect("message"))["message"]["message_id"] == ack2["message"]["message_id"]
+    # The sender's own socket gets the ack, never a copy of the message.
+    assert await a.quiet("message") == []
+    await a.close()
+    await b.close()
+
+
+async def test_three_devices_of_one_user(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """Every other device of the sender and of the recipient gets the message; the sender gets the ack."""
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    phone, laptop, tablet = [await alice.socket(server.ws_url) for _ in range(3)]
+    bobs = await bob.socket(server.ws_url)
+    ack = await phone.send_text(cid, "from my phone")
+    for other in (laptop, tablet, bobs):
+        assert (await other.expect("message"))["message"]["message_id"] == ack["message"]["message_id"]
+    assert await phone.quiet("message") == []
+    # REST sends reach every socket, the sender's too.
+    r = await alice.post(f"/api/chats/{cid}/messages", json={"content": "from the API"})
+    for s in (phone, laptop, tablet, bobs):
+        assert (await s.expect("message"))["message"]["seq"] == r.json()["message"]["seq"]
+
+
+async def test_retry_with_same_client_msg_id_acks_original(server: ThreadServer, alice: Api, bob: Api) -> None:
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    a = await alice.socket(server.ws_url)
+    b = await bob.socket(server.ws_url)
+    first = await a.send_text(cid, "once", "retry-1")
+    again = await a.send_text(cid, "once", "retry-1")
+    assert again["message"] == first["message"]
+    assert len(await b.frames("message", 1)) == 1
+    assert await b.quiet("message") == []  # the retry is not delivered again
+    assert [m["seq"] for m in (await bob.history(cid))["messages"]] == [1]
+
+
+async def test_twenty_concurrent_senders_one_chat(server: ThreadServer, api_factory: Callable[[], Api]) -> None:
+    """Concurrent senders never share a seq; history has no gap or duplicate; each listener sees each
+    message once and in seq order."""
+    users = [await api_factory().signup() for _ in range(20)]
+    listener = await api_factory().signup()
+    chat = await users[0].chat_with(*[u.username for u in users[1:]], listener.username, title="busy")
+    cid = chat["chat_id"]
+    sockets = [await u.socket(server.ws_url) for u in users]
+    watch = await listener.socket(server.ws_url)
+    per_sender = 10
+
+    async def burst(s: Socket) -> list[int]:
+        cmids = [uuid.uuid4().hex for _ in range(per_sender)]
+        for cmid in cmids:
+            await s.send({"type": "send", "chat_id": cid, "content": "x", "client_msg_id": cmid})
+        seqs = []
+        for cmid in cmids:
+            seqs.append((await s.expect("ack", timeout=20, client_msg_id=cmid))["message"]["seq"])
+        return seqs
+
+    results = await asyncio.gather(*(burst(s) for s in sockets))
+    all_seqs = sorted(q for r in results for q in r)
+    total = 20 * per_sender
+    assert all_seqs == list(range(1, total + 1))
+    for r in results:
+        assert r == sorted(r)  # one socket's messages keep their order
+    seen = [f["message"]["seq"] for f in await watch.frames("message", total, timeout=30)]
+    assert seen == list(range(1, total + 1))
+    history = await listener.all_messages(cid)
+    assert [m["seq"] for m in history] == list(range(1, total + 1))
+    assert len({m["message_id"] for m in history}) == total
+
+
+async def test_malformed_frames_keep_socket_open(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(max_message_chars=50)
+    async with Api(server.url) as alice, Api(server.url) as bob, Api(server.url) as eve:
+        for c in (alice, bob, eve):
+            await c.signup()
+        cid = (await alice.chat_with(bob.username))["chat_id"]
+        s = await alice.socket(server.ws_url)
+        bad: list[tuple[object, str]] = [
+            ("not json", "bad_request"),
+            ("[1, 2]", "bad_request"),
+            ('"text"', "bad_request"),
+            ({"no": "type"}, "bad_request"),
+            ({"type": 7}, "bad_request"),
+            ({"type": "fly"}, "bad_request"),
+            ({"type": "send"}, "bad_request"),
+            ({"type": "send", "chat_id": cid}, "bad_request"),
+            ({"type": "send", "chat_id": cid, "content": 12}, "bad_request"),
+            ({"type": "send", "chat_id": cid, "content": "   "}, "bad_request"),
+            ({"type": "send", "chat_id": cid, "content": "x" * 51}, "too_large"),
+            ({"type": "send", "chat_id": cid, "content": "x", "client_msg_id": 5}, "bad_request"),
+            ({"type": "send", "chat_id": "nope", "content": "x"}, "not_found"),
+            ({"type": "send", "chat_id": ["list"], "content": "x"}, "not_found"),
+            ({"type": "read", "chat_id": cid, "seq": "one"}, "bad_request"),
+            ({"type": "read", "chat_id": cid, "seq": -1}, "bad_request"),
+            ({"type": "typing", "chat_id": "nope"}, "not_found"),
+        ]
+        for frame, code in bad:
+            await s.send(frame)  # type: ignore[arg-type]
+            err = await s.expect("error")
+            assert err["code"] == code, (frame, err)
+            assert err["detail"]
+        await s.ws.send(b"\x00binary")
+        assert (await s.expect("error"))["code"] == "bad_request"
+        await s.send({"type": "send", "chat_id": cid, "content": "x" * 51, "client_msg_id": "big"})
+        err = await s.expect("error")
+        assert err["client_msg_id"] == "big" and err["code"] == "too_large"
+        # still open and working
+        await s.send({"type": "ping"})
+        assert (await s.expect("pong"))["type"] == "pong"
+        assert (await s.send_text(cid, "still here"))["message"]["seq"] == 1
+        # a chat of others answers like a missing one
+        other = (await bob.chat_with(eve.username))["chat_id"]
+        await s.send({"type": "send", "chat_id": other, "content": "x"})
+        assert (await s.expect("error"))["code"] == "not_found"
+        assert (await bob.history(other))["messages"] == []
+
+
+async def test_oversized_frame_closes_with_1009(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(ws_max_frame_bytes=4096)
+    async with Api(server.url) as alice:
+        await alice.signup()
+        s = await alice.socket(server.ws_url)
+        await s.send("x" * 10_000)
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(10):
+                await s.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+async def test_handshake_needs_session_and_allowed_origin(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(allowed_origins="https://app.example.com")
+    async with Api(server.url) as alice:
+        await alice.signup()
+        with pytest.raises(InvalidStatus):
+            await Socket.open(server.ws_url, None)
+        with pytest.raises(InvalidStatus):
+            await Socket.open(server.ws_url, "forged-token")
+        with pytest.raises(InvalidStatus):
+            await alice.socket(server.ws_url, headers={"Origin": "https://evil.example"})
+        same = await alice.socket(server.ws_url, headers={"Origin": server.url})
+        extra = await alice.socket(server.ws_url, headers={"Origin": "https://app.example.com"})
+        assert same.ready["type"] == extra.ready["type"] == "ready"
+
+
+async def test_cookie_authenticates_socket(server: ThreadServer) -> None:
+    async with Api(server.url) as c:
+        await c.signup()
+        s = await Socket.open(server.ws_url, None, headers={"Cookie": f"session_id={c.token}"})
+        assert s.ready["user"]["username"] == c.username
+
+
+async def test_logout_closes_open_sockets(server: ThreadServer, alice: Api) -> None:
+    s1 = await alice.socket(server.ws_url)
+    s2 = await alice.socket(server.ws_url)
+    assert (await alice.post("/api/auth/logout")).status_code == 204
+    for s in (s1, s2):
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(10):
+                await s.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_expired_session_closes_socket(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(session_ttl=1.0)
+    async with Api(server.url) as c:
+        await c.signup()
+        s = await c.socket(server.ws_url)
+        with pytest.raises(ConnectionClosed) as info:
+            for _ in range(10):
+                await s.recv(timeout=4)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_typing_read_and_presence(server: ThreadServer, alice: Api, bob: Api) -> None:
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    b = await bob.socket(server.ws_url)
+    a = await alice.socket(server.ws_url)
+    online = await b.expect("presence", user_id=alice.user["user_id"])
+    assert online["online"] is True
+    inbox = (await bob.get("/api/chats")).json()["chats"]
+    assert {m["username"]: m["online"] for m in inbox[0]["members"]} == {alice.username: True, bob.username: True}
+    await a.send({"type": "typing", "chat_id": cid})
+    typing = await b.expect("typing")
+    assert typing == {"type": "typing", "chat_id": cid, "user_id": alice.user["user_id"]}
+    await a.send_text(cid, "one")
+    await a.send_text(cid, "two")
+    await b.send({"type": "read", "chat_id": cid, "seq": 2})
+    read = await a.expect("read")
+    assert read == {"type": "read", "chat_id": cid, "user_id": bob.user["user_id"], "seq": 2}
+    assert (await bob.get("/api/chats")).json()["chats"][0]["unread_count"] == 0
+    await a.close()
+    offline = await b.expect("presence", user_id=alice.user["user_id"])
+    assert offline["online"] is False
+
+
+async def test_socket_rate_limit_is_an_error_frame(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(burst_rate=1, burst_size=2)
+    async with Api(server.url) as a, Api(server.url) as b:
+        await a.signup()
+        await b.signup()
+        cid = (await a.chat_with(b.username))["chat_id"]
+        s = await a.socket(server.ws_url)
+        await s.send_text(cid, "1", "r1")
+        await s.send_text(cid, "2", "r2")
+        await s.send({"type": "send", "chat_id": cid, "content": "3", "client_msg_id": "r3"})
+        err = await s.expect("error", client_msg_id="r3")
+        assert err["code"] == "rate_limited" and err["retry_after"] > 0
+        assert [m["seq"] for m in (await a.history(cid))["messages"]] == [1, 2]
