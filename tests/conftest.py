@@ -10,6 +10,9 @@ from stratochat.settings import Settings
 from tests.client import Api
 from tests.services.server import ThreadServer
 
+# Fixture modules for real services (redis-server, moto, the OIDC provider, nginx, ...): one line each.
+pytest_plugins: list[str] = []
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
