@@ -11,7 +11,7 @@ from tests.client import Api
 from tests.services.server import ThreadServer
 
 # Fixture modules for real services (redis-server, moto, the OIDC provider, nginx, ...): one line each.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.services.moto"]
 
 
 @pytest.fixture
