@@ -30,7 +30,7 @@ log = logging.getLogger("stratochat.gateway")
 router = APIRouter()
 
 MAX_IN_FLIGHT = 64
-# Frames of any kind a socket may send: a steady rate and a burst (sends also meet the per-user limit).
+# Frames other than sends a socket may send: a steady rate and a burst (sends meet the per-user limits).
 FRAME_RATE, FRAME_BURST = 100.0, 200.0
 CLOSE_SESSION_ENDED = 4401
 CLOSE_TOO_SLOW = 1013
@@ -175,16 +175,18 @@ async def _read_loop(ws: WebSocket, conn: SocketConnection, services: Services) 
         if text is None:
             conn.send_text(error_frame("bad_request", "binary frames are not supported; send JSON text"))
             continue
-        if not conn.allow_frame():
-            conn.send_text(error_frame("rate_limited", "too many frames; slow down", retry_after=1.0))
-            continue
         try:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
-            conn.send_text(error_frame("bad_request", "frame is not valid JSON"))
-            continue
+            frame = None
         if not isinstance(frame, dict):
-            conn.send_text(error_frame("bad_request", "frame must be a JSON object"))
+            if conn.allow_frame():
+                detail = "frame is not valid JSON" if frame is None else "frame must be a JSON object"
+                conn.send_text(error_frame("bad_request", detail))
+            continue
+        # Sends meet the per-user message limits; every other frame meets this per-socket limit.
+        if frame.get("type") != "send" and not conn.allow_frame():
+            conn.send_text(error_frame("rate_limited", "too many frames; slow down", retry_after=1.0))
             continue
         await _dispatch(conn, frame, services)
 
