@@ -1,0 +1,62 @@
+"""``GET /metrics``: this node's counters in the Prometheus text format (version 0.0.4).
+
+The hub's fan-out counters (payloads received from the broker, dropped because no local socket wanted
+them, gaps filled from the store, duplicates dropped), open sockets and local users, and the counters
+of the store and broker when they keep some (``batches``/``writes`` of the SQLite group commit; the
+Redis broker's ``stats``). Every sample carries the ``node`` label, so samples scraped through a load
+balancer say which node answered. Counts only: no user ids, names or content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from ..deps import ServicesDep
+
+router = APIRouter()
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_HUB_HELP = {
+    "broker_in": "payloads received from the broker",
+    "broker_in_dropped": "broker payloads for users with no socket on this node",
+    "gaps_filled": "seq gaps filled from the store",
+    "duplicates_dropped": "messages dropped because the socket already had them",
+}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{{{labels}}} {value:g}" for labels, value in samples]
+    return lines
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    hub = services.hub
+    node = f'node="{_label(hub.node_id)}"'
+    lines: list[str] = []
+    for key, value in hub.stats.items():
+        help_text = _HUB_HELP.get(key, key.replace("_", " "))
+        lines += _family(f"stratochat_hub_{key}_total", "counter", help_text, [(node, value)])
+    lines += _family("stratochat_connections", "gauge", "open WebSocket connections", [(node, hub.connection_count())])
+    local_users = len(hub.local_user_ids())
+    lines += _family("stratochat_local_users", "gauge", "users with a socket on this node", [(node, local_users)])
+    store = services.health.get("store")
+    for attr, help_text in (("batches", "write transactions committed"), ("writes", "writes committed")):
+        count = getattr(store, attr, None)
+        if isinstance(count, int):
+            lines += _family(f"stratochat_store_{attr}_total", "counter", help_text, [(node, count)])
+    broker_stats = getattr(services.health.get("broker"), "stats", None)
+    if isinstance(broker_stats, dict):
+        for key, stat in broker_stats.items():
+            if isinstance(stat, int):
+                lines += _family(f"stratochat_broker_{key}_total", "counter", f"broker {key}", [(node, stat)])
+    return Response("\n".join(lines) + "\n", media_type=CONTENT_TYPE)
