@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -65,7 +66,7 @@ def _users(args: argparse.Namespace) -> int:
 
 
 async def _users_async(args: argparse.Namespace) -> int:
-    from .app import build_store
+    from .app import build_store, tier_policy
     from .core.accounts import AccountService, normalise_username
     from .core.clock import SystemClock
     from .core.errors import StratochatError
@@ -112,6 +113,10 @@ async def _users_async(args: argparse.Namespace) -> int:
         print(f"username:       {user.username}\nuser_id:        {user.user_id}")
         print(f"tier:           {'premium' if user.is_premium else 'free'}")
         print(f"messages today: {usage.messages_today}\nstorage bytes:  {usage.storage_bytes}")
+        limits = tier_policy(settings).limits_for(user)
+        daily = "unlimited" if limits.daily_messages is None else str(limits.daily_messages)
+        print(f"daily limit:    {daily}\nstorage limit:  {limits.storage_bytes}")
+        print(f"max file bytes: {limits.max_file_bytes}")
         return 0
     except StratochatError as exc:
         print(f"stratochat: {exc.detail}", file=sys.stderr)
@@ -121,10 +126,28 @@ async def _users_async(args: argparse.Namespace) -> int:
 
 
 def _aws(args: argparse.Namespace) -> int:
-    print(
-        "stratochat: 'aws provision' needs the DynamoDB store, which this build does not include yet", file=sys.stderr
-    )
-    return 2
+    try:
+        from .adapters.aws_provision import provision
+    except ImportError as exc:
+        print(f"stratochat: 'aws provision' needs the aws extra ({exc.name} is not installed)", file=sys.stderr)
+        return 2
+    from pydantic import ValidationError
+
+    try:
+        # Provisioning signs nothing, so it must not need SECRET_KEY (which Settings requires once a cloud
+        # backend is configured): a throwaway key satisfies that check.
+        settings = Settings(secret_key=secrets.token_urlsafe(48))
+    except ValidationError as exc:
+        print(f"stratochat: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(provision(settings, dry_run=args.dry_run))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Imported here: serving never loads the load generator (websockets client, httpx, multiprocessing).
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,15 +179,33 @@ def parser() -> argparse.ArgumentParser:
     prov = asub.add_parser("provision", help="create the DynamoDB tables and S3 bucket (idempotent)")
     prov.add_argument("--dry-run", action="store_true")
     aws.set_defaults(fn=_aws)
+
+    # `stratochat bench --help` lists the bench's own options; they are parsed by stratochat.bench.
+    bench = sub.add_parser("bench", help="load-test a server (see stratochat bench --help)", add_help=False)
+    bench.prefix_chars = "\0"  # hand every argument, options included, to the bench's own parser
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(fn=_bench)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:
+        # Configuration mistakes: name each setting and what is wrong, without a traceback or its value.
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            print(f"stratochat: configuration error in {where}: {err.get('msg')}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(f"stratochat: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

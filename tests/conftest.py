@@ -11,7 +11,15 @@ from tests.client import Api
 from tests.services.server import ThreadServer
 
 # Fixture modules for real services (redis-server, moto, the OIDC provider, nginx, ...): one line each.
-pytest_plugins: list[str] = ["tests.services.moto"]
+pytest_plugins: list[str] = [
+    "tests.services.moto",
+    "tests.services.moto_serial",  # DynamoDB race tests: moto with requests handled one at a time
+    "tests.services.redis",
+    "tests.services.nginx",
+    "tests.services.cluster",  # several nodes + Redis + nginx (tests/e2e/test_cluster.py)
+    "tests.services.oidc",
+    "tests.services.localstack",  # S3 that enforces POST policies (BlobStore contract)
+]
 
 
 @pytest.fixture

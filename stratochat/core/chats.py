@@ -118,14 +118,15 @@ class ChatService:
         stored, created = await self._chats.create_chat(chat)
         self.membership.remember(stored)
         members = tuple(sorted([creator, *others], key=lambda u: u.username))
+        online = frozenset(await self._presence.online(stored.member_ids))
         if created:
-            self._hub.deliver(stored.member_ids, ChatEvent(stored, members))
-            return ChatView(stored, members, 0), True
+            self._hub.deliver(stored.member_ids, ChatEvent(stored, members, online))
+            return ChatView(stored, members, 0, online), True
         entry = next(
             (e for e in await self._chats.list_chats_for_user(creator.user_id) if e.chat.chat_id == stored.chat_id),
             None,
         )
-        return ChatView(stored, members, entry.unread_count if entry else 0), False
+        return ChatView(stored, members, entry.unread_count if entry else 0, online), False
 
     async def inbox(self, user: User) -> list[ChatView]:
         entries = await self._chats.list_chats_for_user(user.user_id)

@@ -18,6 +18,7 @@ class ChatEvent:
 
     chat: Chat
     members: tuple[User, ...]
+    online: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

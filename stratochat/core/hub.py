@@ -59,8 +59,9 @@ class _UserSlot:
     conns: dict[str, Connection] = field(default_factory=dict)
     # chat_id -> highest seq delivered to this user's sockets here.
     last_seq: dict[str, int] = field(default_factory=dict)
-    # chat_id -> (seq, frame) that arrived while a gap of that chat was being filled.
-    filling: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # chat_id -> (seq, frame, connection not to send it to) that arrived while a gap of that chat was
+    # being filled; the excluded connection is the sender's own (it gets the ack instead).
+    filling: dict[str, list[tuple[int, str, str | None]]] = field(default_factory=dict)
 
 
 def user_topic(user_id: str) -> str:
@@ -87,6 +88,8 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._publisher: asyncio.Task[None] | None = None
         self._closing = False
+        # Set when the node shuts down: new sockets are refused while the open ones are drained.
+        self.draining = False
         self.on_first_attach: Callable[[str], Awaitable[None]] | None = None
         self.on_last_detach: Callable[[str], Awaitable[None]] | None = None
         self.stats = {"broker_in": 0, "broker_in_dropped": 0, "gaps_filled": 0, "duplicates_dropped": 0}
@@ -205,14 +208,14 @@ class Hub:
             chat_id, seq = chat_seq
             pending = slot.filling.get(chat_id)
             if pending is not None:
-                pending.append((seq, frame))
+                pending.append((seq, frame, exclude))
                 return
             last = slot.last_seq.get(chat_id)
             if last is not None and seq <= last:
                 self.stats["duplicates_dropped"] += 1
                 return
             if last is not None and seq > last + 1:
-                slot.filling[chat_id] = [(seq, frame)]
+                slot.filling[chat_id] = [(seq, frame, exclude)]
                 self._spawn(self._fill(user_id, chat_id))
                 return
             slot.last_seq[chat_id] = seq
@@ -231,7 +234,7 @@ class Hub:
         if upto is not None:
             target = upto + 1
         else:
-            target = min(seq for seq, _ in pending) if pending else last
+            target = min(p[0] for p in pending) if pending else last
         missing: list[Message] = []
         cursor = last
         failed = False
@@ -250,9 +253,9 @@ class Hub:
             return
         queued = sorted(slot.filling.pop(chat_id, []), key=lambda p: p[0])
         self.stats["gaps_filled"] += 1
-        frames = [(m.seq, self._encode(MessageEvent(m))) for m in missing] + queued
+        frames = [(m.seq, self._encode(MessageEvent(m)), None) for m in missing] + queued
         last = slot.last_seq.get(chat_id, 0)
-        for i, (seq, frame) in enumerate(frames):
+        for i, (seq, frame, exclude) in enumerate(frames):
             if seq <= last:
                 continue
             if seq > last + 1 and missing and i >= len(missing) and not failed and len(missing) < MAX_FILL:
@@ -263,7 +266,8 @@ class Hub:
                 return
             last = seq
             for conn in slot.conns.values():
-                conn.send_text(frame)
+                if conn.conn_id != exclude:
+                    conn.send_text(frame)
         slot.last_seq[chat_id] = last
 
     async def _resync(self) -> None:

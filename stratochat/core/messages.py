@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from .chats import ChatService
 from .errors import BadRequest, RateLimited, TooLarge
 from .events import MessageEvent
 from .hub import Hub
 from .limits import TierPolicy, TokenBuckets
-from .models import Message, MessageDraft, User
+from .models import FileRef, Message, MessageDraft, User
 from .ports import Clock, MessageStore
+
+if TYPE_CHECKING:
+    from .files import FileService
 
 CLIENT_MSG_ID_MAX = 128
 HISTORY_MAX = 200
@@ -35,8 +39,10 @@ class MessageService:
         max_chars: int,
         tiers: TierPolicy,
         burst: TokenBuckets,
+        files: FileService | None = None,
     ) -> None:
         self._messages = messages
+        self._files = files
         self._chats = chats
         self._hub = hub
         self._clock = clock
@@ -53,6 +59,16 @@ class MessageService:
             raise BadRequest("content must not be empty")
         return content
 
+    def check_caption(self, content: object) -> str:
+        """A file message's optional caption: absent or blank is none."""
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise BadRequest("content must be a string")
+        if len(content) > self._max_chars:
+            raise TooLarge(f"content is {len(content)} characters; the limit is {self._max_chars}")
+        return content if content.strip() else ""
+
     async def send(
         self,
         user: User,
@@ -61,11 +77,13 @@ class MessageService:
         client_msg_id: object = None,
         *,
         origin: str | None = None,
+        file_id: object = None,
     ) -> tuple[Message, bool]:
-        """Store a text message and fan it out to every member's sockets but ``origin`` (the sending
-        connection, which gets an ack instead). Returns ``(message, created)``; a retry with a stored
-        ``client_msg_id`` returns the original with ``created=False`` and fans out nothing."""
-        text = self.check_content(content)
+        """Store a text message, or with ``file_id`` a file message (``content`` its optional caption),
+        and fan it out to every member's sockets but ``origin`` (the sending connection, which gets an
+        ack instead). Returns ``(message, created)``; a retry with a stored ``client_msg_id`` returns
+        the original with ``created=False`` and fans out nothing."""
+        text = self.check_content(content) if file_id is None else self.check_caption(content)
         cmid = check_client_msg_id(client_msg_id)
         members = await self._chats.require_member(user.user_id, chat_id)
         assert isinstance(chat_id, str)
@@ -77,19 +95,38 @@ class MessageService:
                 if stored is not None:
                     return stored, False
             raise RateLimited("sending too fast; slow down", wait)
+        file: FileRef | None = None
+        if file_id is not None:
+            try:
+                stored = await self._retried(chat_id, user.user_id, cmid)
+                if stored is not None:
+                    self._burst.give_back(user.user_id)
+                    return stored, False
+                if self._files is None:
+                    raise BadRequest("file messages are not available on this server")
+                file = await self._files.attachment(user, chat_id, file_id)
+            except BaseException:
+                self._burst.give_back(user.user_id)
+                raise
         draft = MessageDraft(
             message_id=uuid.uuid4().hex,
             chat_id=chat_id,
             sender_id=user.user_id,
             sender=user.username,
-            message_type="text",
+            message_type="text" if file is None else "file",
             content=text,
             created_at=self._clock.now_ms(),
             client_msg_id=cmid,
+            file=file,
         )
         limits = self._tiers.limits_for(user)
         try:
-            message, created = await self._messages.append_message(draft, daily_limit=limits.daily_messages)
+            if file is None:
+                message, created = await self._messages.append_message(draft, daily_limit=limits.daily_messages)
+            else:
+                message, created = await self._messages.append_message(
+                    draft, daily_limit=limits.daily_messages, storage_limit=limits.storage_bytes
+                )
         except BaseException:
             self._burst.give_back(user.user_id)
             raise
@@ -98,6 +135,11 @@ class MessageService:
         else:
             self._burst.give_back(user.user_id)
         return message, created
+
+    async def _retried(self, chat_id: str, sender_id: str, cmid: str | None) -> Message | None:
+        # A file is sent once: the retry of a stored file message must be answered before the file's
+        # checks, which it would fail (the file is no longer pending).
+        return None if cmid is None else await self._messages.get_by_client_msg_id(chat_id, sender_id, cmid)
 
     async def history(
         self, user: User, chat_id: object, *, before: object = None, after: object = None, limit: object = 50

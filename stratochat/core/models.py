@@ -96,6 +96,14 @@ class MessageDraft:
     client_msg_id: str | None = None
     file: FileRef | None = None
 
+    @property
+    def preview(self) -> str:
+        """The chat's last-message preview (inbox): the content, or a file message's filename when it
+        has no caption."""
+        if self.file is not None and not self.content.strip():
+            return self.file.filename
+        return self.content
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -137,3 +145,49 @@ class Limits:
     daily_messages: int | None
     storage_bytes: int
     max_file_bytes: int
+
+
+FileStatus = Literal["pending", "sent"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An upload grant and, once a message carries it, the file it granted.
+
+    ``pending``: granted, maybe uploaded, in no message yet; void (and purged with its blob) from
+    ``expires_at`` on. ``sent``: a message carries it; it stays, charged to ``uploader_id``.
+    """
+
+    file_id: str
+    chat_id: str
+    uploader_id: str
+    filename: str
+    content_type: str
+    size: int
+    key: str  # the blob's key in the BlobStore
+    created_at: int
+    expires_at: int
+    status: FileStatus = "pending"
+    message_id: str | None = None
+
+    def ref(self) -> FileRef:
+        return FileRef(self.file_id, self.filename, self.content_type, self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadGrant:
+    """What a BlobStore signs: POST ``fields`` (in order) and then the file, as multipart, to ``url``."""
+
+    url: str
+    fields: dict[str, str]
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An upload grant as the uploader receives it."""
+
+    file_id: str
+    url: str
+    fields: dict[str, str]
+    expires_at: int

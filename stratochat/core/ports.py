@@ -7,10 +7,11 @@ UserStore, SessionStore, ChatStore, MessageStore and UsageStore at once). The co
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from .models import Chat, InboxEntry, Message, MessageDraft, Session, Usage, User
+from .models import Chat, FileRecord, InboxEntry, Message, MessageDraft, Session, UploadGrant, Usage, User
 
 
 class Clock(Protocol):
@@ -25,8 +26,9 @@ class Clock(Protocol):
 
 class UserStore(Protocol):
     async def create_user(self, user: User) -> None:
-        """Store a new user. Usernames are unique (already lower-case): a taken one raises ``Conflict``
-        and stores nothing, also when two callers race for it (conditional write)."""
+        """Store a new user. ``user_id``, ``username`` (already lower-case) and ``external_id`` (when set)
+        are each unique: a taken one raises ``Conflict`` and stores nothing, also when two callers race
+        for it (conditional write)."""
         ...
 
     async def get_user(self, user_id: str) -> User | None: ...
@@ -90,18 +92,27 @@ class ChatStore(Protocol):
 
 
 class MessageStore(Protocol):
-    async def append_message(self, draft: MessageDraft, *, daily_limit: int | None = None) -> tuple[Message, bool]:
+    async def append_message(
+        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+    ) -> tuple[Message, bool]:
         """Durably store a message and return it with ``True``; only then may it be acknowledged.
 
         Atomic, as one unit: the chat's next ``seq`` (``last_seq + 1``; seqs of a chat start at 1, only
         grow and are never shared, whatever the number of concurrent writers or processes), the message,
-        the chat's last-message preview, the sender's read marker (moved to the new seq) and the sender's
-        message count of the draft's UTC day.
+        the chat's last-message preview (``draft.preview``), the sender's read marker (moved to the new
+        seq) and the sender's message count of the draft's UTC day. For a file message (``draft.file``
+        set) also, in the same unit: its file record flips from ``pending`` to ``sent`` (with the
+        message's id) and the sender's stored bytes grow by its ``size``.
 
         Idempotent: when the sender already stored a message with the same ``client_msg_id`` in the
         chat, nothing is written and the stored message is returned with ``False`` (never refused for a
         limit). ``daily_limit``: refuse with ``QuotaExceeded``, writing nothing, when the sender's count
-        for the day has reached it. Unknown chat: ``NotFound``.
+        for the day has reached it. ``storage_limit`` (file messages): refuse with ``QuotaExceeded``,
+        writing nothing, when the sender's stored bytes plus the file's size would pass it. A file whose
+        record is missing, not ``pending``, past its ``expires_at`` (compared with ``draft.created_at``),
+        uploaded by someone else, granted for another chat, or whose filename, content type or size
+        differ from ``draft.file``: ``BadRequest``, writing nothing; so two concurrent sends of one file
+        store one message. Unknown chat: ``NotFound``.
         """
         ...
 
@@ -122,7 +133,32 @@ class MessageStore(Protocol):
 
 class UsageStore(Protocol):
     async def get_usage(self, user_id: str, day: str) -> Usage:
-        """Messages the user stored on ``day`` (UTC, ``YYYY-MM-DD``) and bytes the user stores."""
+        """Messages the user stored on ``day`` (UTC, ``YYYY-MM-DD``) and bytes the user stores (the
+        sizes of the files of the user's messages, charged by ``append_message``)."""
+        ...
+
+
+class FileStore(Protocol):
+    """Upload grants and the files they became. A grant is recorded ``pending`` before its upload URL is
+    handed out, so every blob that can ever be uploaded has a record, and a record no message took is
+    purged (blob first) once void: nothing stays behind an unused grant."""
+
+    async def create_file(self, record: FileRecord) -> None:
+        """Store a new ``pending`` record. ``file_id`` is new (a random id); a taken one: ``Conflict``."""
+        ...
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        """The record, pending or sent; pending ones past ``expires_at`` may still be returned until
+        purged (callers compare ``expires_at`` with the clock)."""
+        ...
+
+    async def expired_files(self, before: int, limit: int = 500) -> list[FileRecord]:
+        """Up to ``limit`` ``pending`` records with ``expires_at < before``, oldest first (purge)."""
+        ...
+
+    async def delete_pending_files(self, file_ids: Collection[str]) -> None:
+        """Delete those of ``file_ids`` that are still ``pending``; a ``sent`` record is never deleted,
+        a missing one is no error."""
         ...
 
 
@@ -132,7 +168,7 @@ class HealthCheck(Protocol):
         ...
 
 
-class Store(UserStore, SessionStore, ChatStore, MessageStore, UsageStore, HealthCheck, Protocol):
+class Store(UserStore, SessionStore, ChatStore, MessageStore, UsageStore, FileStore, HealthCheck, Protocol):
     """Every store concern together: what the composition root builds and closes."""
 
     async def start(self) -> None: ...
@@ -194,4 +230,117 @@ class PresenceStore(Protocol):
 
     async def touch(self, user_ids: Collection[str], node_id: str) -> None:
         """Keep this node's entries alive (called periodically for every local user)."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Private object storage for files, reached by browsers directly with short-lived signed URLs, so
+    file bytes never pass through the chat servers' request handlers (an adapter served by the app
+    itself, such as the local-disk one, is the exception, and says so by its ``origins``).
+
+    Nothing is public: a URL is the only authorization, it works only until its expiry (stores expire
+    with second precision), and changing any part of it makes it stop working. Keys are the caller's
+    (``[A-Za-z0-9._-]`` segments joined by ``/``); adapters may keep them under a prefix of their own.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def presign_upload(
+        self, key: str, *, content_type: str, size: int, expires_in: int, origin: str
+    ) -> UploadGrant:
+        """A grant to store one object at ``key``: ``multipart/form-data`` POSTed to ``grant.url`` with
+        every entry of ``grant.fields`` in order and then the file as the field ``file``, for about
+        ``expires_in`` seconds (``grant.expires_at``, ms). The storage itself refuses a body of another
+        size than ``size`` bytes or of another content type than ``content_type`` (the ``Content-Type``
+        field, which ``fields`` carries), and stores nothing then. ``url`` is absolute; ``origin``
+        (``https://chat.example.com``) is where this app is reached, for adapters it serves itself."""
+        ...
+
+    async def presign_download(
+        self, key: str, *, content_type: str, disposition: str, expires_in: int, origin: str
+    ) -> str:
+        """An absolute URL that answers the object's bytes with exactly these ``Content-Type`` and
+        ``Content-Disposition`` headers for about ``expires_in`` seconds. The key need not exist yet;
+        a missing object answers an error status."""
+        ...
+
+    async def stat(self, key: str) -> int | None:
+        """The stored object's size in bytes, or None when there is none at ``key``."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing object is not an error."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the storage answers; raise otherwise (``/readyz``)."""
+        ...
+
+    def origins(self) -> list[str]:
+        """The origins (``scheme://host[:port]``) signed URLs point at, when they are not this app's:
+        the browser client's Content-Security-Policy must allow them. Empty when the app serves them.
+        Valid once ``start`` returned."""
+        ...
+
+
+# Identity provider -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoginStart:
+    """A login sent to the provider, and what must be kept (short-lived, tamper-proof) until it returns."""
+
+    url: str  # the provider's authorization endpoint, every parameter included
+    state: str
+    nonce: str
+    code_verifier: str  # PKCE (S256): the provider only sees its hash until the code exchange
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedIdentity:
+    """Who signed in: the ID token's claims, every check passed."""
+
+    issuer: str
+    subject: str  # ``sub``: stable and unique within the issuer
+    claims: Mapping[str, Any]
+    # What the token endpoint returned (id_token, access_token, refresh_token when present).
+    tokens: Mapping[str, str]
+
+
+class IdentityProvider(Protocol):
+    """An OpenID Connect provider (Amazon Cognito is one): authorization code flow with PKCE.
+
+    Stateless between calls: the caller keeps ``LoginStart.state``, ``nonce`` and ``code_verifier`` and
+    hands them back, so any node can finish a login another node began."""
+
+    @property
+    def name(self) -> str:
+        """Shown to people on the sign-in button ("Cognito", "Single sign-on", ...)."""
+        ...
+
+    @property
+    def issuer(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def begin_login(self, redirect_uri: str) -> LoginStart:
+        """Fresh random ``state``, ``nonce`` and PKCE verifier, and the authorization URL carrying them
+        (with the S256 challenge). May fetch the provider's metadata; unreachable: ``Unavailable``."""
+        ...
+
+    async def finish_login(self, code: str, *, redirect_uri: str, code_verifier: str, nonce: str) -> VerifiedIdentity:
+        """Exchange the code at the token endpoint and verify the ID token: its signature against the
+        issuer's published keys (an unknown key id makes it refetch them, at a bounded rate: key
+        rotation), ``iss``, ``aud`` (and ``azp``), ``exp``, ``iat``, ``nonce`` and, when present,
+        ``token_use`` (Cognito). The provider refusing the code: ``BadRequest``; a token failing a check:
+        ``Unauthorized``; the provider unreachable: ``Unavailable``."""
+        ...
+
+    async def end_session_url(self, id_token: str | None, post_logout_redirect_uri: str) -> str | None:
+        """Where to send the browser so the provider ends its own session too (it then returns to
+        ``post_logout_redirect_uri``), or None when the provider has no such endpoint."""
         ...

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .accounts import AccountService
 from .chats import ChatService
+from .files import FileService
 from .hub import Hub
 from .limits import TierPolicy
 from .messages import MessageService
@@ -22,6 +23,7 @@ class Services:
     usage: UsageStore
     tiers: TierPolicy
     clock: Clock
+    files: FileService
     # name -> backend, checked by /readyz
     health: dict[str, HealthCheck] = field(default_factory=dict)
 

@@ -127,6 +127,9 @@ class SocketConnection:
 @router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     services = get_services(ws)
+    if services.hub.draining:  # shutting down: the balancer retries another node
+        await _refuse(ws, 503, "unavailable", "the node is shutting down; connect again")
+        return
     origin = ws.headers.get("origin")
     if origin is not None and not get_origins(ws).allowed(origin, ws.headers.get("host")):
         await _refuse(ws, 403, "forbidden", "origin not allowed")
@@ -227,7 +230,12 @@ async def _send(conn: SocketConnection, frame: dict[str, Any], services: Service
     cmid = frame.get("client_msg_id")
     try:
         message, _ = await services.messages.send(
-            conn.user, frame.get("chat_id"), frame.get("content"), cmid, origin=conn.conn_id
+            conn.user,
+            frame.get("chat_id"),
+            frame.get("content"),
+            cmid,
+            origin=conn.conn_id,
+            file_id=frame.get("file_id"),
         )
     except StratochatError as exc:
         conn.send_text(error_frame_for(exc, cmid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -12,6 +13,17 @@ CSP = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+
+
+def csp_with(storage_origins: Sequence[str]) -> str:
+    """The CSP, also letting the browser client upload to (connect) and show images from (img, after
+    the redirect of ``/api/files/{id}``) a file storage on another origin, such as an S3 bucket."""
+    if not storage_origins:
+        return CSP
+    extra = " ".join(storage_origins)
+    return CSP.replace("img-src 'self' data: blob:", f"img-src 'self' data: blob: {extra}").replace(
+        "connect-src 'self'", f"connect-src 'self' {extra}"
+    )
 
 
 def is_https(scope: Scope) -> bool:
@@ -53,26 +65,45 @@ class SecurityHeaders:
     """Pure ASGI middleware: hardening headers on every HTTP response, a request id, and a cap on
     request body size (a larger body gets 413 before the app reads it)."""
 
-    def __init__(self, app: ASGIApp, max_body: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body: int = 1_048_576,
+        body_limits: Mapping[str, int] | None = None,
+        storage_origins: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        # Exact paths allowed a larger body than ``max_body`` (the embedded file store's upload route,
+        # which caps each upload again at the size its signed URL grants).
+        self.body_limits = dict(body_limits or {})
+        self._storage_origins = storage_origins
+        self._csp: tuple[tuple[str, ...], bytes] = ((), CSP.encode())
+
+    def _csp_header(self) -> bytes:
+        origins = tuple(self._storage_origins()) if self._storage_origins else ()
+        if origins != self._csp[0]:
+            self._csp = (origins, csp_with(origins).encode())
+        return self._csp[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body = self.body_limits.get(scope.get("path", ""), self.max_body)
         length = Headers(scope=scope).get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _send_error(send, 413, "too_large", f"request body over {self.max_body} bytes")
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            await _send_error(send, 413, "too_large", f"request body over {max_body} bytes")
             return
         received = 0
+        csp = self._csp_header()
 
         async def capped_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     raise _BodyTooLarge()
             return message
 
@@ -84,7 +115,7 @@ class SecurityHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", CSP.encode()),
+                    (b"content-security-policy", csp),
                 ):
                     if k not in names:
                         headers.append((k, v))
@@ -94,7 +125,7 @@ class SecurityHeaders:
         try:
             await self.app(scope, capped_receive, send_with_headers)
         except _BodyTooLarge:
-            await _send_error(send, 413, "too_large", f"request body over {self.max_body} bytes")
+            await _send_error(send, 413, "too_large", f"request body over {max_body} bytes")
 
 
 class _BodyTooLarge(Exception):

@@ -45,7 +45,9 @@ class ThreadServer:
     """uvicorn in a background thread, started and stopped by the test (httpx's serve_in_thread)."""
 
     def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
-        self.settings = settings.model_copy(update={"port": settings.port or free_port()})
+        # A port the test did not choose is a free one, never the default 8000 (tests run side by side).
+        explicit = "port" in settings.model_fields_set and settings.port != 0
+        self.settings = settings if explicit else settings.model_copy(update={"port": free_port()})
         self.app = create_app(self.settings, **app_kwargs)
         opts = uvicorn_options(self.settings)
         opts.update(loop="asyncio", timeout_graceful_shutdown=3)

@@ -230,3 +230,13 @@ async def test_socket_rate_limit_is_an_error_frame(make_server) -> None:  # type
         err = await s.expect("error", client_msg_id="r3")
         assert err["code"] == "rate_limited" and err["retry_after"] > 0
         assert [m["seq"] for m in (await a.history(cid))["messages"]] == [1, 2]
+
+
+async def test_new_chat_reports_who_is_online(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """The created chat, in the REST answer and in the chat frame, says which members are online."""
+    b = await bob.socket(server.ws_url)
+    r = await alice.post("/api/chats", json={"members": [bob.username]})
+    online = {m["username"]: m["online"] for m in r.json()["chat"]["members"]}
+    assert online == {alice.username: False, bob.username: True}
+    frame = await b.expect("chat")
+    assert {m["username"]: m["online"] for m in frame["chat"]["members"]} == online

@@ -21,8 +21,9 @@ class NewChat(BaseModel):
 
 class NewMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    content: str
+    content: str | None = None  # required for text; a file message's optional caption
     client_msg_id: str | None = None
+    file_id: str | None = None
 
 
 class ReadMarker(BaseModel):
@@ -58,7 +59,9 @@ async def history(
 
 @router.post("/{chat_id}/messages", status_code=201)
 async def send(chat_id: str, body: NewMessage, auth: CurrentAuth, services: ServicesDep) -> dict[str, Any]:
-    message, _ = await services.messages.send(auth.user, chat_id, body.content, body.client_msg_id)
+    message, _ = await services.messages.send(
+        auth.user, chat_id, body.content, body.client_msg_id, file_id=body.file_id
+    )
     return {"message": message_json(message)}
 
 

@@ -21,7 +21,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 only while every configured backend answers within the timeout."""
+    """200 only while every configured backend answers within the timeout and the node is not
+    shutting down (a draining node must get no new connections)."""
 
     async def check(name: str) -> tuple[str, str]:
         try:
@@ -32,4 +33,5 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
     results = dict(await asyncio.gather(*(check(n) for n in services.health)))
     ok = all(v == "ok" for v in results.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "backends": results}, status_code=200 if ok else 503)
+    status = "draining" if services.hub.draining else "ok" if ok else "unavailable"
+    return JSONResponse({"status": status, "backends": results}, status_code=200 if status == "ok" else 503)

@@ -27,6 +27,12 @@ async def index() -> Response:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    # Browsers ask for /favicon.ico on their own; the page itself links the SVG.
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/static/{name:path}")
 async def static(name: str) -> Response:
     path = (STATIC / name).resolve()
