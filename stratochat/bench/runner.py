@@ -1,0 +1,369 @@
+"""The coordinator: sets a scenario up, starts the worker processes, moves them phase by phase, and
+turns what they report into one result (throughput, latency, loss, duplicates, server cost).
+
+Every process it starts (workers, and the server when no ``--url`` is given) is stopped before
+``run`` returns, whatever happened; every wait is bounded by ``--timeout`` or ``--drain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, TextIO
+
+from . import report, scenarios
+from .config import BenchConfig, parse
+from .server import BenchSetupError, ProcStats, Sample, StartedServer
+from .stats import Histogram, missing
+from .workers import worker_main
+
+# Workers get the "go" this long before they start sending, so all start together.
+START_DELAY_NS = 300_000_000
+
+
+class BenchRunError(Exception):
+    """A worker failed or did not answer in time."""
+
+
+def _raise_fd_limit() -> None:
+    """Sockets are file descriptors: lift the soft limit to the hard one (children inherit it)."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+
+
+class ScenarioRun:
+    def __init__(self, cfg: BenchConfig, scenario: str, url: str, stats: ProcStats | None, progress: report.Progress):
+        self.cfg = cfg
+        self.scenario = scenario
+        self.url = url
+        self.stats = stats
+        self.progress = progress
+        self.conns: list[Connection] = []
+        self.procs: list[BaseProcess] = []
+        self.latest: dict[int, dict[str, Any]] = {}
+        # Phase messages read early (a worker may finish a phase before the coordinator's clock says so).
+        self.early: list[tuple[int, str, dict[str, Any]]] = []
+        # Workers that sent their result: they may close the pipe any time after.
+        self.finished: set[int] = set()
+        self.gone: set[int] = set()
+        self.label = scenario
+
+    # workers -------------------------------------------------------------------------------------
+    def start_workers(self, setup: scenarios.Setup) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        for plan in setup.plans:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child,), name=f"bench-worker-{plan.index}", daemon=True)
+            proc.start()
+            child.close()
+            parent.send(plan)
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def stop_workers(self) -> None:
+        for conn in self.conns:
+            conn.close()  # a worker still waiting for a command sees the pipe close and exits
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+    def broadcast(self, kind: str, **payload: Any) -> None:
+        for conn in self.conns:
+            conn.send((kind, payload))
+
+    def _pump(self, timeout: float) -> list[tuple[int, str, dict[str, Any]]]:
+        """Read what the workers sent within ``timeout``; progress is kept, the rest returned."""
+        out: list[tuple[int, str, dict[str, Any]]] = []
+        listening = [c for i, c in enumerate(self.conns) if i not in self.gone]
+        if not listening:
+            time.sleep(timeout)
+            return out
+        for conn in wait(listening, timeout=timeout):
+            assert isinstance(conn, Connection)
+            i = self.conns.index(conn)
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError) as exc:
+                if i in self.finished:
+                    self.gone.add(i)
+                    continue
+                raise BenchRunError(f"worker {i} exited unexpectedly (exit code {self.procs[i].exitcode})") from exc
+            if kind == "failed":
+                raise BenchRunError(f"worker {i} failed:\n{payload['error']}")
+            if kind == "progress":
+                self.latest[i] = payload
+            else:
+                if kind == "result":
+                    self.finished.add(i)
+                out.append((i, kind, payload))
+        self._show()
+        return out
+
+    def collect(self, kind: str, timeout: float) -> list[dict[str, Any]]:
+        got: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        early, self.early = self.early, []
+        while len(got) < len(self.conns):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waiting = sorted(set(range(len(self.conns))) - set(got))
+                raise BenchRunError(f"workers {waiting} sent no '{kind}' within {timeout:.0f}s")
+            for i, k, payload in early or self._pump(min(left, 0.25)):
+                if k != kind:
+                    raise BenchRunError(f"worker {i} sent '{k}' while the coordinator waited for '{kind}'")
+                got[i] = payload
+            early = []
+        return [got[i] for i in range(len(self.conns))]
+
+    def pump_until(self, t_ns: int) -> None:
+        while (left := (t_ns - time.monotonic_ns()) / 1e9) > 0:
+            self.early.extend(self._pump(min(left, 0.25)))
+
+    def _show(self) -> None:
+        delivered = sum(p.get("delivered", 0) for p in self.latest.values())
+        errors = sum(p.get("errors", 0) for p in self.latest.values())
+        rate = self.progress.rate(delivered)
+        text = f"delivered {delivered:,}"
+        if rate >= 0:
+            text += f" ({rate:,.0f}/s)"
+        if self.scenario == "reconnect":
+            text = f"recovered clients {sum(p.get('recovered', 0) for p in self.latest.values()):,}"
+        self.progress.show(self.label, f"{text}  errors {errors}")
+
+    def sample(self) -> Sample | None:
+        return self.stats.sample() if self.stats is not None else None
+
+    # the run -------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = time.monotonic()
+        self.progress.show(self.label, "setting up accounts and chats")
+        setup = asyncio.run(scenarios.setup(cfg, self.scenario, self.url))
+        result: dict[str, Any] = {"scenario": self.scenario, **setup.info}
+        if self.scenario in ("pairs", "fanout"):
+            result["mode"] = f"rate {cfg.rate:g}/s" if cfg.rate is not None else f"window {cfg.window}"
+        result["setup_s"] = round(time.monotonic() - started, 2)
+        before = self.sample()
+        self.start_workers(setup)
+        try:
+            connected = self.collect("connected", cfg.timeout + 30)
+            errors: Counter[str] = Counter()
+            for c in connected:
+                errors.update(c["errors"])
+            result["connected"] = sum(c["ok"] for c in connected)
+            result["connect_s"] = round(max(c["seconds"] for c in connected), 2)
+            if self.scenario in ("pairs", "fanout"):
+                self._traffic(setup, result, errors)
+            elif self.scenario == "idle":
+                self._idle(result, errors, before)
+            else:
+                self._reconnect(setup, result, errors)
+        finally:
+            self.stop_workers()
+            self.progress.done()
+        result["errors"] = dict(errors)
+        result["errors_total"] = sum(errors.values())
+        return result
+
+    def _traffic(self, setup: scenarios.Setup, result: dict[str, Any], errors: Counter[str]) -> None:
+        cfg = self.cfg
+        t_go = time.monotonic_ns() + START_DELAY_NS
+        t_measure = t_go + int(cfg.warmup * 1e9)
+        t_stop = t_go + int(cfg.duration * 1e9)
+        self.broadcast("go", t_go=t_go, t_measure=t_measure, t_stop=t_stop)
+        self.pump_until(t_measure)
+        s0 = self.sample()
+        self.pump_until(t_stop)
+        s1 = self.sample()
+        sent = self.collect("sent", cfg.drain + cfg.timeout)
+        senders: dict[int, dict[str, Any]] = {}
+        for part in sent:
+            senders.update(part["senders"])
+        for i, plan in enumerate(setup.plans):
+            keys = {k for c in plan.clients for k in c.receives_from}
+            self.conns[i].send(("drain", {"expected": {k: senders[k]["acked_bits"] for k in keys if k in senders}}))
+        done = self.collect("result", 3 * cfg.drain + cfg.timeout)
+        s2 = self.sample()
+        window_s = cfg.duration - cfg.warmup
+        hist = Histogram()
+        lost = 0
+        for part in done:
+            hist.merge(part["hist"])
+            errors.update(part["errors"])
+            for received in part["received"]:
+                for key, bits in received.items():
+                    lost += missing(senders[key]["acked_bits"], bits)
+        delivered_window = sum(p["window_delivered"] for p in done)
+        n_sent = sum(s["sent"] for s in senders.values())
+        n_acked = sum(s["acked"] for s in senders.values())
+        n_errored = sum(s["errored"] for s in senders.values())
+        result.update(
+            sent=n_sent,
+            acked=n_acked,
+            refused=n_errored,
+            unacked=n_sent - n_acked - n_errored,
+            delivered=sum(p["delivered"] for p in done),
+            delivered_window=delivered_window,
+            delivered_per_s=round(delivered_window / window_s, 1),
+            latency_ms=hist.summary(),
+            lost=lost,
+            duplicates=sum(p["duplicates"] for p in done),
+            out_of_order=sum(p["out_of_order"] for p in done),
+            generator_cores=round(sum(p["cpu_window"] for p in done) / window_s, 2),
+            window_s=window_s,
+        )
+        if s0 is not None and s1 is not None:
+            cpu = s1.cpu_s - s0.cpu_s
+            result["server"] = {
+                "pid": self.stats.pid if self.stats else None,
+                "cpu_s": round(cpu, 3),
+                "cores": round(cpu / max(1e-9, s1.at - s0.at), 2),
+                "cpu_per_msg_us": round(cpu / delivered_window * 1e6, 1) if delivered_window else None,
+                "rss_kb_start": s0.rss_kb,
+                "rss_kb_end": (s2 or s1).rss_kb,
+            }
+
+    def _idle(self, result: dict[str, Any], errors: Counter[str], before: Sample | None) -> None:
+        deadline = time.monotonic_ns() + int(self.cfg.hold * 1e9)
+        self.pump_until(deadline)
+        held = self.sample()
+        self.broadcast("stop")
+        done = self.collect("result", self.cfg.timeout)
+        for part in done:
+            errors.update(part["errors"])
+        result["still_open"] = sum(p["still_open"] for p in done)
+        if before is not None and held is not None:
+            n = max(1, result["connected"])
+            result["server"] = {
+                "pid": self.stats.pid if self.stats else None,
+                "rss_kb_before": before.rss_kb,
+                "rss_kb_held": held.rss_kb,
+                "rss_per_socket_kb": round((held.rss_kb - before.rss_kb) / n, 2),
+                "cpu_s_connecting": round(held.cpu_s - before.cpu_s, 3),
+            }
+        result["notes"] = [
+            f"{result['connected']:,} of {self.cfg.sockets:,} sockets connected in {result['connect_s']} s, "
+            f"{result['still_open']:,} still open after {self.cfg.hold:g} s"
+        ]
+
+    def _reconnect(self, setup: scenarios.Setup, result: dict[str, Any], errors: Counter[str]) -> None:
+        cfg = self.cfg
+        self.broadcast("drop")
+        for part in self.collect("dropped", cfg.timeout):
+            errors.update(part["errors"])
+        self.progress.show(self.label, "sending while the clients are away")
+        missed = asyncio.run(scenarios.send_missed(cfg, self.url, setup.chats))
+        errors.update(missed["errors"])
+        acked: dict[str, set[int]] = {c: set(seqs) for c, seqs in missed["acked"].items()}
+        s0 = self.sample()
+        t0 = time.monotonic_ns()
+        self.broadcast("reconnect", t0=t0)
+        done = self.collect("result", cfg.timeout + 30)
+        s1 = self.sample()
+        elapsed = max(1e-9, (time.monotonic_ns() - t0) / 1e9)
+        lost = 0
+        times: list[float] = []
+        complete = 0
+        expected = 0
+        plan_clients = [c for plan in setup.plans for c in plan.clients]
+        results = [c for part in done for c in part["clients"]]
+        for spec, got in zip(plan_clients, results, strict=True):
+            missing_here = 0
+            for chat in spec.chats:
+                want = acked.get(chat, set())
+                expected += len(want)
+                missing_here += len(want - set(got["recovered"].get(chat, ())))
+            lost += missing_here
+            if got["recovery_ns"] is not None:
+                times.append(got["recovery_ns"] / 1e9)
+                if missing_here == 0:
+                    complete += 1
+        for part in done:
+            errors.update(part["errors"])
+        times.sort()
+
+        def pct(p: float) -> float | None:
+            return round(times[min(len(times) - 1, int(len(times) * p / 100))], 3) if times else None
+
+        result.update(
+            acked_while_away=sum(len(v) for v in acked.values()),
+            expected_recoveries=expected,
+            lost=lost,
+            duplicates=sum(p["duplicates"] for p in done),
+            clients_recovered=complete,
+            recovery_s={"p50": pct(50), "p99": pct(99), "max": round(times[-1], 3) if times else None},
+            all_recovered_s=round(times[-1], 3) if times and complete == cfg.clients else None,
+            generator_cores=round(sum(p["cpu"] for p in done) / elapsed, 2),
+        )
+        if s0 is not None and s1 is not None:
+            result["server"] = {
+                "pid": self.stats.pid if self.stats else None,
+                "cpu_s": round(s1.cpu_s - s0.cpu_s, 3),
+                "cores": round((s1.cpu_s - s0.cpu_s) / elapsed, 2),
+                "rss_kb_end": s1.rss_kb,
+            }
+        result["notes"] = [
+            f"{complete:,} of {cfg.clients:,} clients recovered all {expected:,} missed deliveries; "
+            f"slowest after {result['recovery_s']['max']} s (p50 {result['recovery_s']['p50']} s)"
+        ]
+
+
+def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = None) -> dict[str, Any]:
+    """Run every scenario of ``cfg`` and write the report (table or JSON) to ``out``; returns it."""
+    _raise_fd_limit()
+    progress = report.Progress(None if cfg.quiet else (err or sys.stderr))
+    doc: dict[str, Any] = {
+        "bench": "stratochat-bench/1",
+        "date": report.now_iso(),
+        "machine": report.machine_info(),
+        "target": cfg.target,
+        "url": cfg.url,
+        "started_server": cfg.url is None,
+        "config": cfg.public(),
+        "runs": [],
+    }
+    with contextlib.ExitStack() as stack:
+        if cfg.url is None:
+            progress.show("bench", f"starting a {cfg.target} server")
+            server = stack.enter_context(StartedServer(cfg))
+            url: str = server.url
+            pid: int | None = server.pid
+        else:
+            url, pid = cfg.url, cfg.server_pid
+        doc["url"] = url
+        stats = ProcStats(pid) if pid is not None else None
+        for scenario in cfg.scenarios:
+            if scenario == "reconnect" and cfg.target == "relay":
+                doc["runs"].append({"scenario": scenario, "skipped": "the relay keeps no history to recover from"})
+                continue
+            doc["runs"].append(ScenarioRun(cfg, scenario, url, stats, progress).run())
+    report.write(doc, cfg.json, out)
+    return doc
+
+
+def main(argv: Sequence[str]) -> int:
+    """``stratochat bench ...``: 0 when every run delivered everything exactly once, 3 when some run
+    lost or duplicated messages, 1 when a scenario could not run."""
+    cfg = parse(argv)
+    try:
+        doc = run(cfg)
+    except (BenchSetupError, BenchRunError) as exc:
+        print(f"stratochat bench: {exc}", file=sys.stderr)
+        return 1
+    bad = [r for r in doc["runs"] if r.get("lost") or r.get("duplicates")]
+    return 3 if bad else 0

@@ -1,0 +1,243 @@
+"""``stratochat bench`` at tiny sizes: each scenario runs, and loss and duplicates are detected.
+
+Not timed tests: nothing here asserts a throughput or a latency, only that the bench measures, counts
+and reports (a delivered message counted once, a dropped one as lost, a repeated one as a duplicate).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratochat.bench import BenchConfig, parse, run
+from stratochat.bench.stats import Bitmap, Histogram, missing
+from stratochat.core.hub import Hub, _UserSlot
+from tests.services.server import ThreadServer
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY: dict[str, Any] = dict(
+    workers=1,
+    duration=1.2,
+    warmup=0.2,
+    pairs=2,
+    window=2,
+    group=3,
+    sockets=6,
+    hold=0.2,
+    clients=6,
+    users=2,
+    missed=3,
+    drain=1.0,
+    timeout=20.0,
+    quiet=True,
+)
+
+
+def bench(url: str | None, scenarios: list[str], **overrides: Any) -> dict[str, Any]:
+    cfg = BenchConfig(scenarios=scenarios, url=url, **{**TINY, **overrides})
+    out = io.StringIO()
+    doc = run(cfg, out=out)
+    assert "msgs/s" in out.getvalue()  # the table was printed
+    return doc
+
+
+@pytest.fixture
+def unlimited(make_server: Callable[..., ThreadServer]) -> ThreadServer:
+    """A server with the tier limits lifted, as the bench sets up its own."""
+    return make_server(free_daily_messages=None, login_max_failures=0, login_ip_max_failures=0)
+
+
+def test_every_scenario_runs_without_loss(unlimited: ThreadServer) -> None:
+    """pairs, fanout (over two workers), idle and reconnect deliver everything exactly once."""
+    doc = bench(unlimited.url, ["pairs", "fanout", "idle", "reconnect"], workers=2)
+    runs = {r["scenario"]: r for r in doc["runs"]}
+    for name in ("pairs", "fanout"):
+        r = runs[name]
+        assert r["delivered"] > 0 and r["acked"] > 0, r
+        assert (r["lost"], r["duplicates"], r["out_of_order"], r["errors_total"]) == (0, 0, 0, 0), r
+        assert r["latency_ms"]["p50"] is not None and r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+    # Every acked fan-out message reached each of the 3 receivers.
+    assert runs["fanout"]["delivered"] == 3 * runs["fanout"]["acked"]
+    assert runs["pairs"]["delivered"] == runs["pairs"]["acked"]
+    assert runs["idle"]["connected"] == 6 and runs["idle"]["still_open"] == 6
+    rec = runs["reconnect"]
+    assert rec["acked_while_away"] == 3 and rec["expected_recoveries"] == 6 * 3
+    assert (rec["lost"], rec["duplicates"], rec["clients_recovered"]) == (0, 0, 6), rec
+    assert rec["all_recovered_s"] is not None
+    # No server pid was given for a URL: no server measurements are invented.
+    assert "server" not in runs["pairs"]
+
+
+def _drop_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub loses the 5th message frame it delivers to a receiver, while believing it delivered it."""
+    original = Hub._deliver_local
+    seen = {"n": 0}
+
+    def dropping(
+        self: Hub,
+        user_id: str,
+        slot: _UserSlot,
+        frame: str,
+        chat_seq: tuple[str, int] | None,
+        exclude: str | None,
+    ) -> None:
+        if chat_seq is not None and any(c != exclude for c in slot.conns):
+            seen["n"] += 1
+            if seen["n"] == 5:
+                slot.last_seq[chat_seq[0]] = chat_seq[1]
+                return
+        original(self, user_id, slot, frame, chat_seq, exclude)
+
+    monkeypatch.setattr(Hub, "_deliver_local", dropping)
+
+
+def _repeat_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub sends the 5th message frame it delivers to a receiver twice."""
+    original = Hub._deliver_local
+    seen = {"n": 0}
+
+    def repeating(
+        self: Hub,
+        user_id: str,
+        slot: _UserSlot,
+        frame: str,
+        chat_seq: tuple[str, int] | None,
+        exclude: str | None,
+    ) -> None:
+        original(self, user_id, slot, frame, chat_seq, exclude)
+        if chat_seq is not None and any(c != exclude for c in slot.conns):
+            seen["n"] += 1
+            if seen["n"] == 5:
+                for conn in slot.conns.values():
+                    if conn.conn_id != exclude:
+                        conn.send_text(frame)
+
+    monkeypatch.setattr(Hub, "_deliver_local", repeating)
+
+
+def test_a_dropped_message_is_reported_lost(monkeypatch: pytest.MonkeyPatch, unlimited: ThreadServer) -> None:
+    """A server that acks a message but never delivers it makes the bench report lost=1."""
+    _drop_one(monkeypatch)
+    (r,) = bench(unlimited.url, ["pairs"])["runs"]
+    assert r["lost"] == 1 and r["duplicates"] == 0, r
+    assert r["delivered"] == r["acked"] - 1
+
+
+def test_a_repeated_message_is_reported_duplicate(monkeypatch: pytest.MonkeyPatch, unlimited: ThreadServer) -> None:
+    """A server that delivers one message twice makes the bench report duplicates=1."""
+    _repeat_one(monkeypatch)
+    (r,) = bench(unlimited.url, ["pairs"])["runs"]
+    assert r["duplicates"] == 1 and r["lost"] == 0, r
+    assert r["delivered"] == r["acked"]
+
+
+def test_bench_starts_and_measures_its_own_server() -> None:
+    """Without --url the bench starts Stratochat itself (limits lifted), measures its CPU and RSS, and
+    stops it; the open loop sends at the asked rate."""
+    doc = bench(None, ["pairs", "idle"], rate=40.0, duration=1.5, warmup=0.5)
+    pairs, idle = doc["runs"]
+    assert doc["started_server"] is True and pairs["mode"] == "rate 40/s"
+    assert (pairs["lost"], pairs["duplicates"], pairs["errors_total"]) == (0, 0, 0), pairs
+    # 40 messages/s for 1.5 s, whatever the machine's speed (an open loop does not wait for deliveries).
+    assert 45 <= pairs["sent"] <= 75, pairs
+    server = pairs["server"]
+    assert server["cpu_s"] >= 0 and server["rss_kb_start"] > 10_000 and server["cpu_per_msg_us"] > 0
+    assert idle["server"]["rss_kb_held"] > 0 and "rss_per_socket_kb" in idle["server"]
+    pid = server["pid"]
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_bench_drives_the_bare_relay() -> None:
+    """--target relay starts benchmarks/relay.py and runs pairs, fanout and idle against it; reconnect
+    is skipped, since the relay keeps no history."""
+    doc = bench(None, ["pairs", "fanout", "idle", "reconnect"], target="relay")
+    runs = {r["scenario"]: r for r in doc["runs"]}
+    for name in ("pairs", "fanout"):
+        assert runs[name]["delivered"] > 0, runs[name]
+        assert (runs[name]["lost"], runs[name]["duplicates"]) == (0, 0), runs[name]
+    assert runs["fanout"]["delivered"] == 3 * runs["fanout"]["sent"]
+    assert runs["idle"]["connected"] == 6
+    assert "skipped" in runs["reconnect"]
+    assert runs["pairs"]["server"]["cpu_per_msg_us"] > 0
+
+
+def test_cli_help_and_bad_arguments() -> None:
+    """`stratochat bench --help` documents the scenarios; a bad option exits 2 with a message."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "stratochat", "bench", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0 and "reconnect" in ok.stdout and "--window" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "stratochat", "bench", "nosuch"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "unknown scenario" in bad.stderr
+    with pytest.raises(SystemExit):
+        parse(["pairs", "--warmup", "5", "--duration", "2"])
+    cfg = parse(["fanout", "idle", "--group", "7", "--json", "--url", "http://127.0.0.1:1/"])
+    assert cfg.scenarios == ["fanout", "idle"] and cfg.group == 7 and cfg.url == "http://127.0.0.1:1"
+
+
+def test_cli_json_against_a_url(unlimited: ThreadServer) -> None:
+    """`stratochat bench --url ... --json` prints one JSON document and exits 0 when nothing was lost."""
+    proc = subprocess.run(
+        [
+            *[sys.executable, "-m", "stratochat", "bench", "pairs", "--url", unlimited.url, "--json", "--quiet"],
+            *["--workers", "1", "--pairs", "1", "--duration", "1", "--warmup", "0.2", "--drain", "1"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["runs"][0]["scenario"] == "pairs" and doc["runs"][0]["lost"] == 0
+
+
+def test_histogram_and_bitmaps() -> None:
+    """Percentiles are within 1% of the true value; bitmaps count duplicates and what is missing."""
+    h = Histogram()
+    for ms in range(1, 1001):
+        h.add(ms * 1_000_000)
+    p50, p99 = h.percentile_ms(50), h.percentile_ms(99)
+    assert p50 is not None and 500 <= p50 <= 505
+    assert p99 is not None and 990 <= p99 <= 1000
+    other = Histogram()
+    other.add(5_000_000_000)
+    h.merge(other)
+    assert h.count == 1001 and h.summary()["max"] == 5000.0
+    a, b = Bitmap(), Bitmap()
+    for n in (0, 3, 700, 701):
+        assert a.add(n)
+    assert not a.add(700) and a.size == 4
+    b.add(3)
+    assert missing(bytes(a.bits), bytes(b.bits)) == 3 and missing(bytes(b.bits), bytes(a.bits)) == 0
+
+
+def test_compare_script_alternates_and_prints_ratios(tmp_path: Path) -> None:
+    """benchmarks/compare.py runs the relay and Stratochat back to back and prints their ratio."""
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [
+            *[sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--rounds", "1", "--cases", "pairs"],
+            *["--duration", "1", "--warmup", "0.2", "--pairs", "1", "--workers", "1", "--out", str(out)],
+            *["--bench-arg=--drain=1"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "delivered msgs/s" in proc.stdout and "x >= 0.75" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert {r["target"] for r in doc["runs"]} == {"relay", "stratochat"}
+    first = doc["summary"][0]
+    assert first["ratio"] is not None and first["ratio"] > 0
