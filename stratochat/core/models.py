@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 MessageType = Literal["text", "file"]
 
+# Characters of the last message a chat keeps as its inbox preview (``last_message_content``).
+PREVIEW_CHARS = 200
+
 
 def iso_ms(ms: int) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix, as the contract wants."""
@@ -98,11 +101,13 @@ class MessageDraft:
 
     @property
     def preview(self) -> str:
-        """The chat's last-message preview (inbox): the content, or a file message's filename when it
-        has no caption."""
+        """The chat's last-message preview (inbox): the first ``PREVIEW_CHARS`` characters of the
+        content, or a file message's filename when it has no caption. Every store keeps exactly this
+        (a whole 4,000-character message on a chat row rewritten per message would cost DynamoDB four
+        write units more per message, and an inbox line shows a few words anyway)."""
         if self.file is not None and not self.content.strip():
             return self.file.filename
-        return self.content
+        return self.content[:PREVIEW_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

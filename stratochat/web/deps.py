@@ -54,5 +54,10 @@ async def current_auth(request: Request) -> Auth:
     return Auth(user, session)
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def _services_dependency(conn: HTTPConnection) -> Services:
+    # async, so FastAPI resolves it on the event loop instead of sending each request to a thread.
+    return get_services(conn)
+
+
+ServicesDep = Annotated[Services, Depends(_services_dependency)]
 CurrentAuth = Annotated[Auth, Depends(current_auth)]

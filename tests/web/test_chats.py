@@ -168,3 +168,12 @@ async def test_burst_limit(make_server) -> None:  # type: ignore[no-untyped-def]
         assert r.status_code == 429 and error_code(r) == "rate_limited" and int(r.headers["retry-after"]) >= 1
         r = await a.post(f"/api/chats/{cid}/messages", json={"content": "m", "client_msg_id": "b0"})
         assert r.status_code == 201 and r.json()["message"]["seq"] == 1
+
+
+async def test_inbox_preview_is_the_first_200_characters(alice: Api, bob: Api) -> None:
+    """A long message is stored whole; the inbox preview keeps its first 200 characters."""
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    content = "".join(chr(ord("a") + i % 26) for i in range(1000))
+    await alice.post(f"/api/chats/{cid}/messages", json={"content": content})
+    assert (await bob.get("/api/chats")).json()["chats"][0]["last_message_content"] == content[:200]
+    assert (await bob.history(cid))["messages"][0]["content"] == content

@@ -6,13 +6,13 @@ from typing import Any
 
 import orjson
 
-from ....core.models import Chat, FileRecord, FileRef, Message, MessageDraft, Session, User
+from ....core.models import PREVIEW_CHARS, Chat, FileRecord, FileRef, Message, MessageDraft, Session, User
 from .client import Item
 from .schema import DIRECTORY_ATTR, DIRECTORY_VALUE, PENDING_ATTR, PENDING_VALUE, TTL_ATTRIBUTE
 
 # The chat item keeps a preview of the last message, not all of it: the chat item is rewritten by every
 # message, and a write costs one unit per started KB of the item (twice that inside a transaction).
-PREVIEW_CHARS = 200
+# The core's MessageDraft.preview already cuts it to this length; the cut here only guards the item size.
 
 
 def s(value: str) -> dict[str, str]:
