@@ -13,7 +13,6 @@ from tests.services.server import ThreadServer
 # Fixture modules for real services (redis-server, moto, the OIDC provider, nginx, ...): one line each.
 pytest_plugins: list[str] = [
     "tests.services.moto",
-    "tests.services.moto_serial",  # DynamoDB race tests: moto with requests handled one at a time
     "tests.services.redis",
     "tests.services.nginx",
     "tests.services.cluster",  # several nodes + Redis + nginx (tests/e2e/test_cluster.py)

@@ -1,18 +1,23 @@
-"""moto in server mode over real HTTP, for DynamoDB, S3, SSM and Cognito (session-scoped: one process).
+"""moto in server mode over real HTTP, for DynamoDB, S3, SSM, Cognito and CloudFormation (session-scoped:
+one process for the whole run).
+
+Requests are handled one at a time. moto's own threaded server runs concurrent requests in parallel
+without a lock, so its conditional writes and transactions are not atomic under concurrency (a cancelled
+TransactWriteItems restores a copy of the whole table taken when it began, wiping writes that committed
+meanwhile; two conditional writes can both pass). Real DynamoDB is atomic, so race tests need a moto that
+is too: the same WSGI app behind a lock. Connections are still accepted concurrently (keep-alive works).
 
 Tests isolate themselves by name (a unique table prefix, bucket or parameter path per test) rather than
-by resetting the server, so tests that run at the same time cannot wipe each other's state.
+by resetting the server, so tests cannot wipe each other's state.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,14 +30,32 @@ MOTO_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
+LAUNCHER = """
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+
+def serialized(environ, start_response):
+    with lock:
+        result = app(environ, start_response)
+        try:
+            return [b"".join(result)]
+        finally:
+            getattr(result, "close", lambda: None)()
+
+run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True, request_handler=MotoRequestHandler)
+"""
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a moto server on a free loopback port; AWS credentials for it are in os.environ."""
-    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "127.0.0.1", str(port)], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in MOTO_ENV}
     os.environ.update(MOTO_ENV)
@@ -52,6 +75,12 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_serial_endpoint(moto_endpoint: str) -> str:
+    """The same server, by the name the DynamoDB race tests use."""
+    return moto_endpoint
 
 
 @pytest.fixture
