@@ -139,6 +139,7 @@ def build_services(
         session_ttl_s=settings.session_ttl,
         user_failures=FailureWindow(clock, settings.login_max_failures, settings.login_failure_window),
         ip_failures=FailureWindow(clock, settings.login_ip_max_failures, settings.login_failure_window),
+        signups=TokenBuckets(clock, settings.signup_rate / 60, settings.signup_burst),
     )
 
     async def fetch_after(chat_id: str, after: int, limit: int) -> list[Any]:

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     session_ttl: float = Field(3600, gt=0)
     login_max_failures: int = Field(10, ge=0)
     login_ip_max_failures: int = Field(100, ge=0)
+    # Sign-ups from one address: a token bucket of this many per minute, saved up to the burst (0: off).
+    signup_rate: float = Field(30, ge=0)
+    signup_burst: int = Field(100, ge=1)
     login_failure_window: float = Field(300, gt=0)
     secret_key: str | None = Field(None, validation_alias=_env("SECRET_KEY"))
 

@@ -78,6 +78,7 @@ def bench_server_env(cfg: BenchConfig, data_dir: Path) -> dict[str, str]:
         "STRATOCHAT_FREE_DAILY_MESSAGES": "unlimited",
         "STRATOCHAT_PREMIUM_DAILY_MESSAGES": "unlimited",
         "STRATOCHAT_LOGIN_MAX_FAILURES": "0",
+        "STRATOCHAT_SIGNUP_RATE": "0",
         "STRATOCHAT_LOGIN_IP_MAX_FAILURES": "0",
         "STRATOCHAT_MAX_GROUP_MEMBERS": str(max(100, cfg.group + 1)),
         "STRATOCHAT_SESSION_TTL": "86400",

@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .errors import BadRequest, Conflict, Unauthorized
-from .limits import FailureWindow
+from .errors import BadRequest, Conflict, RateLimited, Unauthorized
+from .limits import FailureWindow, TokenBuckets
 from .models import Session, User
 from .passwords import PasswordHasher
 from .ports import Clock, SessionStore, UserStore
@@ -54,6 +54,7 @@ class AccountService:
         user_failures: FailureWindow,
         ip_failures: FailureWindow,
         hasher: PasswordHasher | None = None,
+        signups: TokenBuckets | None = None,
     ) -> None:
         self._users = users
         self._sessions = sessions
@@ -64,6 +65,8 @@ class AccountService:
         self._user_failures = user_failures
         self._ip_failures = ip_failures
         self._hasher = hasher or PasswordHasher()
+        # Sign-ups per client address (a token bucket); None: unlimited (the admin CLI).
+        self._signups = signups
         self._logout_listeners: list[Callable[[Session], None]] = []
 
     @property
@@ -74,9 +77,13 @@ class AccountService:
         """Called with each session ended by logout (the hub closes its sockets)."""
         self._logout_listeners.append(listener)
 
-    async def register(self, username: object, password: object) -> User:
+    async def register(self, username: object, password: object, ip: str | None = None) -> User:
         name = normalise_username(username)
         pw = check_password(password)
+        if ip is not None and self._signups is not None:
+            wait = self._signups.take(f"ip:{ip}")
+            if wait > 0:
+                raise RateLimited("too many sign-ups from this address; try again later", wait)
         if await self._users.get_user_by_username(name) is not None:
             raise Conflict(f"username '{name}' is taken")
         user = User(

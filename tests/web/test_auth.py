@@ -158,3 +158,16 @@ async def test_health(server: ThreadServer) -> None:
         assert (await c.http.get("/healthz")).status_code == 200
         r = await c.http.get("/readyz")
         assert r.status_code == 200 and r.json()["backends"] == {"store": "ok", "broker": "ok"}
+
+
+async def test_signups_are_rate_limited_per_address(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Sign-ups from one address beyond the burst get 429 rate_limited with Retry-After; nothing is created."""
+    server = make_server(signup_rate=1, signup_burst=2)
+    async with Api(server.url) as c:
+        for name in ("first", "second"):
+            r = await c.http.post("/api/auth/register", json={"username": name, "password": "s3cret-pass"})
+            assert r.status_code == 201
+        r = await c.http.post("/api/auth/register", json={"username": "third", "password": "s3cret-pass"})
+        assert r.status_code == 429 and error_code(r) == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        r = await c.http.post("/api/auth/login", json={"username": "third", "password": "s3cret-pass"})
+        assert r.status_code == 401

@@ -26,8 +26,9 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
 
 
 @router.post("/auth/register", status_code=201)
-async def register(body: Credentials, services: ServicesDep) -> dict[str, Any]:
-    user = await services.accounts.register(body.username, body.password)
+async def register(body: Credentials, request: Request, services: ServicesDep) -> dict[str, Any]:
+    ip = request.client.host if request.client else "unknown"
+    user = await services.accounts.register(body.username, body.password, ip)
     return {"user": user_json(user)}
 
 
