@@ -170,6 +170,13 @@ class Hub:
         other nodes. Serialised once, however many sockets receive it. Never blocks."""
         frame = self._encode(event)
         chat_seq = (event.message.chat_id, event.message.seq) if isinstance(event, MessageEvent) else None
+        if self._broker.alone:
+            # A single node: nobody to publish to, so no envelope and no publisher wake-up per message.
+            for uid in user_ids:
+                slot = self._users.get(uid)
+                if slot is not None:
+                    self._deliver_local(uid, slot, frame, chat_seq, exclude)
+            return
         envelope: dict[str, object] = {"n": self.node_id, "f": frame}
         if chat_seq is not None:
             envelope["c"], envelope["s"] = chat_seq
@@ -184,6 +191,8 @@ class Hub:
     def revoke_session(self, user_id: str, session_id: str) -> None:
         """Close every socket of a session that ended, on every node."""
         self._close_session_local(user_id, session_id)
+        if self._broker.alone:
+            return
         payload = orjson.dumps({"n": self.node_id, "x": "revoke", "sid": session_id})
         self._outbox.append((user_topic(user_id), payload))
         self._outbox_ready.set()

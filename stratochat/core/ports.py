@@ -208,6 +208,12 @@ class Broker(Protocol):
 
     async def ping(self) -> None: ...
 
+    @property
+    def alone(self) -> bool:
+        """True while no other node can receive this broker's publications (an in-process broker with
+        no peer): the hub then skips building and publishing them."""
+        ...
+
     def on_resubscribed(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Register a callback run after the broker reconnected and restored its subscriptions, since
         payloads may have been lost meanwhile."""

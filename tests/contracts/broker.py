@@ -54,6 +54,11 @@ def topic() -> str:
 class BrokerContract:
     """Every Broker adapter passes these. Subclasses get ``brokers`` from a parametrized fixture."""
 
+    async def test_a_broker_with_a_peer_is_not_alone(self, brokers: BrokerFactory) -> None:
+        """The hub skips publishing only while ``alone``: never once another broker shares the backend."""
+        (a, _), (b, _) = await brokers(), await brokers()
+        assert a.alone is False and b.alone is False
+
     async def test_payload_reaches_a_subscribed_broker(self, brokers: BrokerFactory) -> None:
         """A payload published by one broker is delivered, unaltered, to another that subscribed."""
         (a, inbox), (b, _) = await brokers(), await brokers()

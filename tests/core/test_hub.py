@@ -119,3 +119,13 @@ async def test_revoke_closes_only_that_session() -> None:
     assert here.closed and there.closed and here.closed[0] == 4401
     assert other.closed is None
     await b.close()
+
+
+async def test_a_lone_node_publishes_nothing() -> None:
+    """With no peer on the broker, delivery is local only: nothing is queued for other nodes."""
+    hub = await make_hub(MemoryBus(), History([]), "A")
+    conn = FakeConn("1", "u1")
+    await hub.attach(conn)
+    hub.deliver(["u1", "u2"], MessageEvent(msg(1)))
+    assert conn.seqs() == [1] and hub._outbox == []
+    await hub.close()

@@ -50,5 +50,9 @@ class MemoryBroker:
     async def ping(self) -> None:
         return None
 
+    @property
+    def alone(self) -> bool:
+        return len(self._bus.brokers) <= 1
+
     def on_resubscribed(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Never called: an in-process bus does not disconnect."""

@@ -245,6 +245,10 @@ class RedisBroker:
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from exc
         self.stats["published"] += len(messages)
 
+    @property
+    def alone(self) -> bool:
+        return False  # other nodes may hold any user
+
     async def ping(self) -> None:
         """Fails at once while the subscriber links are down; otherwise a PING within 1 s."""
         self._check_open()
