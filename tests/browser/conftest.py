@@ -26,19 +26,8 @@ from playwright.sync_api import (
 from stratochat.core.ports import Clock
 from stratochat.settings import Settings
 from tests.browser.ui import DESKTOP, Tab
+from tests.services.chromium import CHROMIUM, FLAGS
 from tests.services.server import ThreadServer
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 
 # Two cores shared with other suites: give the UI room, never a fixed sleep.
 expect.set_options(timeout=15_000)

@@ -8,18 +8,8 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Route, sync_playwright
 
+from tests.services.chromium import CHROMIUM, FLAGS
 from tests.services.oidc import OidcStack
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 
 
 @pytest.mark.browser
@@ -28,7 +18,7 @@ def test_browser_signs_in_and_out_through_the_provider(make_oidc_stack: Callable
     stack = make_oidc_stack()
     home = stack.server.url + "/"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             context = browser.new_context()
 
