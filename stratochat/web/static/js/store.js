@@ -28,7 +28,11 @@ export class ChatState {
       this.last_message_content = chat.last_message_content ?? null;
       this.last_message_timestamp = chat.last_message_timestamp ?? null;
     }
-    if (typeof chat.unread_count === "number") this.unread_count = chat.unread_count;
+    if (typeof chat.unread_count === "number") {
+      // An inbox snapshot taken before our own read marker moved must not bring a cleared badge back.
+      const sinceRead = Math.max(0, this.last_seq - (this.readSent || 0));
+      this.unread_count = Math.min(chat.unread_count, sinceRead);
+    }
     this.unread_count ??= 0;
   }
 
