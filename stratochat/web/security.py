@@ -95,17 +95,8 @@ class SecurityHeaders:
         if length is not None and (not length.isdigit() or int(length) > max_body):
             await _send_error(send, 413, "too_large", f"request body over {max_body} bytes")
             return
-        received = 0
         csp = self._csp_header()
-
-        async def capped_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > max_body:
-                    raise _BodyTooLarge()
-            return message
+        capped_receive = capped(receive, max_body)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -124,12 +115,29 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, capped_receive, send_with_headers)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             await _send_error(send, 413, "too_large", f"request body over {max_body} bytes")
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """A request body went past its cap while being read."""
+
+
+def capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises ``BodyTooLarge`` once more than ``limit`` body bytes have arrived (a
+    chunked body has no Content-Length to check up front)."""
+    received = 0
+
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge()
+        return message
+
+    return capped_receive
 
 
 async def _send_error(send: Send, status: int, code: str, detail: str) -> None:

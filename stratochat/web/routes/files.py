@@ -12,13 +12,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.types import Message, Receive
 
 from ...adapters.blobs.disk import DOWNLOAD_PATH, FORM_OVERHEAD, UPLOAD_PATH, DiskBlobStore
 from ...core.errors import BadRequest, NotFound, TooLarge
 from ...core.models import iso_ms
 from ...settings import Settings
 from ..deps import CurrentAuth, ServicesDep
+from ..security import BodyTooLarge
+from ..security import capped as capped_receive
 
 router = APIRouter(prefix="/api")
 blob_router = APIRouter(include_in_schema=False)
@@ -77,25 +78,6 @@ def _disk_store(request: Request) -> DiskBlobStore:
     return blobs
 
 
-class _TooMuch(Exception):
-    pass
-
-
-def _capped(receive: Receive, limit: int) -> Receive:
-    received = 0
-
-    async def capped() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _TooMuch()
-        return message
-
-    return capped
-
-
 @blob_router.post(UPLOAD_PATH)
 async def blob_upload(request: Request, token: str = Query("")) -> Response:
     store = _disk_store(request)
@@ -106,10 +88,10 @@ async def blob_upload(request: Request, token: str = Query("")) -> Response:
         raise TooLarge(f"the file is larger than the {ticket.size} bytes granted")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise BadRequest("send the fields and the file as multipart/form-data")
-    capped = Request(request.scope, _capped(request.receive, limit))
+    capped = Request(request.scope, capped_receive(request.receive, limit))
     try:
         form = await capped.form(max_files=1, max_fields=32, max_part_size=FORM_OVERHEAD)
-    except _TooMuch:
+    except BodyTooLarge:
         raise TooLarge(f"the file is larger than the {ticket.size} bytes granted") from None
     try:
         if form.get("Content-Type") != ticket.content_type:
