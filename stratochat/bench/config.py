@@ -37,6 +37,9 @@ class BenchConfig:
     # reconnect
     clients: int = 1000
     missed: int = 5
+    # reconnect: pairs that keep sending (open loop, live_rate msg/s in total) while the clients drop and recover
+    live_pairs: int = 20
+    live_rate: float = 200.0
     # idle and reconnect spread their sockets over this many accounts (None: a tenth, 2-500)
     users: int | None = None
     deflate: bool = False
@@ -56,6 +59,12 @@ class BenchConfig:
             out.pop(key)
         return out
 
+    def most_sockets(self) -> int:
+        """The most sockets one run of ``cfg`` holds open at once (what the file-descriptor limit must allow)."""
+        counts = {"pairs": 2 * self.pairs, "fanout": self.group + 1, "idle": self.sockets}
+        counts["reconnect"] = self.clients + 2 * self.live_pairs
+        return max(counts.get(s, 0) for s in self.scenarios) if self.scenarios else 0
+
     def accounts_for(self, sockets: int) -> int:
         if self.users is not None:
             return max(1, min(self.users, sockets))
@@ -66,6 +75,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
     return value
 
 
@@ -131,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--hold", type=_non_negative, default=3.0, help="idle: seconds to hold them before measuring")
     load.add_argument("--clients", type=_positive_int, default=1000, help="reconnect: clients that drop (default 1000)")
     load.add_argument("--missed", type=_positive_int, default=5, help="reconnect: messages per chat while away")
+    load.add_argument(
+        "--live-pairs",
+        type=_non_negative_int,
+        default=20,
+        help="reconnect: pairs sending over their sockets through the storm (default 20; 0: none)",
+    )
+    load.add_argument(
+        "--live-rate",
+        type=_positive,
+        default=200.0,
+        help="reconnect: the live pairs' messages/s in total (default 200)",
+    )
     load.add_argument("--users", type=_positive_int, help="idle/reconnect: accounts the sockets belong to")
     load.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     load.add_argument("--connect-concurrency", type=_positive_int, default=200, help="handshakes at once, in total")
@@ -168,6 +196,8 @@ def parse(argv: Sequence[str]) -> BenchConfig:
         hold=args.hold,
         clients=args.clients,
         missed=args.missed,
+        live_pairs=args.live_pairs,
+        live_rate=args.live_rate,
         users=args.users,
         deflate=args.deflate,
         connect_concurrency=args.connect_concurrency,

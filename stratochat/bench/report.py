@@ -92,6 +92,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 COLUMNS = (
     ("scenario", "run"),
+    ("offered/s", "offered_per_s"),
     ("msgs/s", "delivered_per_s"),
     ("p50 ms", "p50"),
     ("p99 ms", "p99"),
@@ -106,6 +107,16 @@ COLUMNS = (
 )
 
 
+def rows_of(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's rows: one, and for ``reconnect`` with live pairs a second for their traffic."""
+    rows = [row_of(run)]
+    live = run.get("live")
+    if live:
+        row = row_of({"scenario": "reconnect live", "mode": f"{live['pairs']} pairs, {live['rate']:g}/s", **live})
+        rows.append(row | {"errors_total": None})  # errors are the run's, on the first row
+    return rows
+
+
 def row_of(run: dict[str, Any]) -> dict[str, Any]:
     latency = run.get("latency_ms") or {}
     server = run.get("server") or {}
@@ -114,6 +125,7 @@ def row_of(run: dict[str, Any]) -> dict[str, Any]:
         name += f" ({run['mode']})"
     return {
         "run": name,
+        "offered_per_s": run.get("offered_per_s"),
         "delivered_per_s": run.get("delivered_per_s"),
         "p50": latency.get("p50"),
         "p99": latency.get("p99"),
@@ -132,8 +144,8 @@ def table(report: dict[str, Any]) -> str:
     runs = [r for r in report["runs"] if "skipped" not in r]
     rows = [[head for head, _ in COLUMNS]]
     for run in runs:
-        values = row_of(run)
-        rows.append([_fmt(values[key], 2 if key.startswith("p") else 1) for _, key in COLUMNS])
+        for values in rows_of(run):
+            rows.append([_fmt(values[key], 2 if key in ("p50", "p99", "p999") else 1) for _, key in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = [
         f"stratochat bench: {report['target']} at {report['url']}  ({report['date']}, "
@@ -146,6 +158,12 @@ def table(report: dict[str, Any]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     for run in report["runs"]:
+        if run.get("offered") is not None:
+            lag = run.get("generator_lag_ms") or {}
+            lines.append(
+                f"  {run['scenario']}: offered {run['offered']:,}, sent {run['sent']:,}, delivered {run['delivered']:,}"
+                f" (open loop; the generator sent p99 {lag.get('p99')} ms after due, max {lag.get('max')} ms)"
+            )
         for note in run.get("notes", []):
             lines.append(f"  {run['scenario']}: {note}")
         if run.get("errors"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import resource
 import sys
 import time
 from collections import Counter
@@ -23,22 +22,16 @@ from . import report, scenarios
 from .config import BenchConfig, parse
 from .server import BenchSetupError, ProcStats, Sample, StartedServer
 from .stats import Histogram, missing
-from .workers import worker_main
+from .workers import raise_fd_limit, worker_main
 
 # Workers get the "go" this long before they start sending, so all start together.
 START_DELAY_NS = 300_000_000
+# File descriptors a process needs besides its sockets (SQLite, pipes, logs, HTTP connections).
+FD_HEADROOM = 1024
 
 
 class BenchRunError(Exception):
     """A worker failed or did not answer in time."""
-
-
-def _raise_fd_limit() -> None:
-    """Sockets are file descriptors: lift the soft limit to the hard one (children inherit it)."""
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
 class ScenarioRun:
@@ -114,11 +107,18 @@ class ScenarioRun:
         self._show()
         return out
 
-    def collect(self, kind: str, timeout: float) -> list[dict[str, Any]]:
+    def collect(self, kind: str, timeout: float, moving: str | None = None) -> list[dict[str, Any]]:
+        """Wait for ``kind`` from every worker, for ``timeout`` s; with ``moving`` (a progress counter),
+        for ``timeout`` s after that counter last grew, so a slow but steady phase (20,000 handshakes) ends."""
         got: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
+        last = -1
         early, self.early = self.early, []
         while len(got) < len(self.conns):
+            if moving is not None:
+                now_at = sum(p.get(moving, 0) for p in self.latest.values())
+                if now_at > last:
+                    last, deadline = now_at, time.monotonic() + timeout
             left = deadline - time.monotonic()
             if left <= 0:
                 waiting = sorted(set(range(len(self.conns))) - set(got))
@@ -142,7 +142,8 @@ class ScenarioRun:
         if rate >= 0:
             text += f" ({rate:,.0f}/s)"
         if self.scenario == "reconnect":
-            text = f"recovered clients {sum(p.get('recovered', 0) for p in self.latest.values()):,}"
+            recovered = sum(p.get("recovered", 0) for p in self.latest.values())
+            text = f"recovered clients {recovered:,}  live delivered {delivered:,}"
         self.progress.show(self.label, f"{text}  errors {errors}")
 
     def sample(self) -> Sample | None:
@@ -161,7 +162,7 @@ class ScenarioRun:
         before = self.sample()
         self.start_workers(setup)
         try:
-            connected = self.collect("connected", cfg.timeout + 30)
+            connected = self.collect("connected", cfg.timeout + 30, moving="connected")
             errors: Counter[str] = Counter()
             for c in connected:
                 errors.update(c["errors"])
@@ -190,43 +191,13 @@ class ScenarioRun:
         s0 = self.sample()
         self.pump_until(t_stop)
         s1 = self.sample()
-        sent = self.collect("sent", cfg.drain + cfg.timeout)
-        senders: dict[int, dict[str, Any]] = {}
-        for part in sent:
-            senders.update(part["senders"])
-        for i, plan in enumerate(setup.plans):
-            keys = {k for c in plan.clients for k in c.receives_from}
-            self.conns[i].send(("drain", {"expected": {k: senders[k]["acked_bits"] for k in keys if k in senders}}))
-        done = self.collect("result", 3 * cfg.drain + cfg.timeout)
-        s2 = self.sample()
         window_s = cfg.duration - cfg.warmup
-        hist = Histogram()
-        lost = 0
-        for part in done:
-            hist.merge(part["hist"])
-            errors.update(part["errors"])
-            for received in part["received"]:
-                for key, bits in received.items():
-                    lost += missing(senders[key]["acked_bits"], bits)
-        delivered_window = sum(p["window_delivered"] for p in done)
-        n_sent = sum(s["sent"] for s in senders.values())
-        n_acked = sum(s["acked"] for s in senders.values())
-        n_errored = sum(s["errored"] for s in senders.values())
-        result.update(
-            sent=n_sent,
-            acked=n_acked,
-            refused=n_errored,
-            unacked=n_sent - n_acked - n_errored,
-            delivered=sum(p["delivered"] for p in done),
-            delivered_window=delivered_window,
-            delivered_per_s=round(delivered_window / window_s, 1),
-            latency_ms=hist.summary(),
-            lost=lost,
-            duplicates=sum(p["duplicates"] for p in done),
-            out_of_order=sum(p["out_of_order"] for p in done),
-            generator_cores=round(sum(p["cpu_window"] for p in done) / window_s, 2),
-            window_s=window_s,
-        )
+        done = self._drain_traffic(setup, result, errors, window_s)
+        s2 = self.sample()
+        result["generator_cores"] = round(sum(p["cpu_window"] for p in done) / window_s, 2)
+        if "offered" in result:
+            result["offered_per_s"] = round(result["offered"] / cfg.duration, 1)
+        delivered_window = result["delivered_window"]
         if s0 is not None and s1 is not None:
             cpu = s1.cpu_s - s0.cpu_s
             result["server"] = {
@@ -237,6 +208,56 @@ class ScenarioRun:
                 "rss_kb_start": s0.rss_kb,
                 "rss_kb_end": (s2 or s1).rss_kb,
             }
+
+    def _drain_traffic(
+        self, setup: scenarios.Setup, into: dict[str, Any], errors: Counter[str], window_s: float
+    ) -> list[dict[str, Any]]:
+        """After the senders stopped: collect what was sent and acked, tell each worker what its receivers
+        should get, collect what they got, and put the figures (offered, sent, delivered, latency, lost,
+        duplicates, the generator's lag) into ``into``. Returns the workers' results."""
+        cfg = self.cfg
+        sent = self.collect("sent", cfg.drain + cfg.timeout)
+        senders: dict[int, dict[str, Any]] = {}
+        for part in sent:
+            senders.update(part["senders"])
+        for i, plan in enumerate(setup.plans):
+            keys = {k for c in plan.clients for k in c.receives_from}
+            self.conns[i].send(("drain", {"expected": {k: senders[k]["acked_bits"] for k in keys if k in senders}}))
+        done = self.collect("result", 3 * cfg.drain + cfg.timeout)
+        hist, lag = Histogram(), Histogram()
+        lost = 0
+        for part in done:
+            hist.merge(part["hist"])
+            lag.merge(part["lag"])
+            errors.update(part["errors"])
+            for received in part["received"]:
+                for key, bits in received.items():
+                    lost += missing(senders[key]["acked_bits"], bits)
+        delivered_window = sum(p["window_delivered"] for p in done)
+        n_sent = sum(s["sent"] for s in senders.values())
+        n_acked = sum(s["acked"] for s in senders.values())
+        n_errored = sum(s["errored"] for s in senders.values())
+        offered = [s["offered"] for s in senders.values() if s["offered"] is not None]
+        if offered:
+            # Open loop: what the schedule offered, to compare with what was sent and delivered.
+            into["offered"] = sum(offered)
+        into.update(
+            sent=n_sent,
+            acked=n_acked,
+            refused=n_errored,
+            unacked=n_sent - n_acked - n_errored,
+            delivered=sum(p["delivered"] for p in done),
+            delivered_window=delivered_window,
+            delivered_per_s=round(delivered_window / window_s, 1) if window_s > 0 else None,
+            latency_ms=hist.summary(),
+            lost=lost,
+            duplicates=sum(p["duplicates"] for p in done),
+            out_of_order=sum(p["out_of_order"] for p in done),
+            window_s=round(window_s, 3),
+        )
+        if offered:
+            into["generator_lag_ms"] = lag.summary()
+        return done
 
     def _idle(self, result: dict[str, Any], errors: Counter[str], before: Sample | None) -> None:
         deadline = time.monotonic_ns() + int(self.cfg.hold * 1e9)
@@ -263,7 +284,12 @@ class ScenarioRun:
 
     def _reconnect(self, setup: scenarios.Setup, result: dict[str, Any], errors: Counter[str]) -> None:
         cfg = self.cfg
-        self.broadcast("drop")
+        # The live pairs start first and settle for --warmup s; their figures count from the drop on.
+        t_go = time.monotonic_ns() + START_DELAY_NS
+        self.broadcast("live", t_go=t_go)
+        self.pump_until(t_go + int(cfg.warmup * 1e9))
+        t_drop = time.monotonic_ns()
+        self.broadcast("drop", t_measure=t_drop)
         for part in self.collect("dropped", cfg.timeout):
             errors.update(part["errors"])
         self.progress.show(self.label, "sending while the clients are away")
@@ -273,14 +299,20 @@ class ScenarioRun:
         s0 = self.sample()
         t0 = time.monotonic_ns()
         self.broadcast("reconnect", t0=t0)
-        done = self.collect("result", cfg.timeout + 30)
+        done = self.collect("recovered", cfg.timeout + 30)
         s1 = self.sample()
-        elapsed = max(1e-9, (time.monotonic_ns() - t0) / 1e9)
+        t_end = time.monotonic_ns()
+        elapsed = max(1e-9, (t_end - t0) / 1e9)
+        self.broadcast("stop_live", t_stop=t_end)
+        live: dict[str, Any] = {"pairs": cfg.live_pairs, "rate": cfg.live_rate if cfg.live_pairs else None}
+        live_done = self._drain_traffic(setup, live, errors, (t_end - t_drop) / 1e9)
+        live_cpu = sum(p["cpu_window"] for p in live_done)
+        live_s = (t_end - t_go) / 1e9
         lost = 0
         times: list[float] = []
         complete = 0
         expected = 0
-        plan_clients = [c for plan in setup.plans for c in plan.clients]
+        plan_clients = [c for plan in setup.plans for c in plan.clients if c.chats]
         results = [c for part in done for c in part["clients"]]
         for spec, got in zip(plan_clients, results, strict=True):
             missing_here = 0
@@ -300,15 +332,22 @@ class ScenarioRun:
         def pct(p: float) -> float | None:
             return round(times[min(len(times) - 1, int(len(times) * p / 100))], 3) if times else None
 
+        if cfg.live_pairs:
+            live["offered_per_s"] = (
+                round(live["offered"] / max(1e-9, (t_end - t_go) / 1e9), 1) if "offered" in live else None
+            )
         result.update(
             acked_while_away=sum(len(v) for v in acked.values()),
             expected_recoveries=expected,
+            recovered_messages=expected - lost,
             lost=lost,
             duplicates=sum(p["duplicates"] for p in done),
             clients_recovered=complete,
             recovery_s={"p50": pct(50), "p99": pct(99), "max": round(times[-1], 3) if times else None},
             all_recovered_s=round(times[-1], 3) if times and complete == cfg.clients else None,
-            generator_cores=round(sum(p["cpu"] for p in done) / elapsed, 2),
+            # The live pairs' worker is counted too: it shares the machine with the recovering ones.
+            generator_cores=round(sum(p["cpu"] for p in done) / elapsed + live_cpu / max(1e-9, live_s), 2),
+            live=live if cfg.live_pairs else None,
         )
         if s0 is not None and s1 is not None:
             result["server"] = {
@@ -317,15 +356,26 @@ class ScenarioRun:
                 "cores": round((s1.cpu_s - s0.cpu_s) / elapsed, 2),
                 "rss_kb_end": s1.rss_kb,
             }
+        rec = result["recovery_s"]
         result["notes"] = [
-            f"{complete:,} of {cfg.clients:,} clients recovered all {expected:,} missed deliveries; "
-            f"slowest after {result['recovery_s']['max']} s (p50 {result['recovery_s']['p50']} s)"
+            f"{complete:,} of {cfg.clients:,} clients recovered every missed message: all within "
+            f"{result['all_recovered_s']} s (p50 {rec['p50']} s, p99 {rec['p99']} s); {expected - lost:,} of "
+            f"{expected:,} missed deliveries recovered, lost {lost}, dup {result['duplicates']}"
         ]
+        if cfg.live_pairs:
+            lat = live["latency_ms"]
+            result["notes"].append(
+                f"live traffic ({cfg.live_pairs} pairs, {cfg.live_rate:g} msg/s offered) from the drop until all "
+                f"recovered ({live['window_s']:.1f} s): {live['delivered']:,} of {live.get('offered', 0):,} offered "
+                f"delivered, p50/p99/p99.9 {lat['p50']}/{lat['p99']}/{lat['p999']} ms, lost {live['lost']}, "
+                f"dup {live['duplicates']}"
+            )
 
 
 def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = None) -> dict[str, Any]:
     """Run every scenario of ``cfg`` and write the report (table or JSON) to ``out``; returns it."""
-    _raise_fd_limit()
+    # A server the bench starts inherits this limit (and raises its soft limit to it at startup).
+    raise_fd_limit(cfg.most_sockets() + FD_HEADROOM)
     progress = report.Progress(None if cfg.quiet else (err or sys.stderr))
     doc: dict[str, Any] = {
         "bench": "stratochat-bench/1",
@@ -365,5 +415,12 @@ def main(argv: Sequence[str]) -> int:
     except (BenchSetupError, BenchRunError) as exc:
         print(f"stratochat bench: {exc}", file=sys.stderr)
         return 1
-    bad = [r for r in doc["runs"] if r.get("lost") or r.get("duplicates")]
+    bad = [
+        r
+        for r in doc["runs"]
+        if r.get("lost")
+        or r.get("duplicates")
+        or (r.get("live") or {}).get("lost")
+        or (r.get("live") or {}).get("duplicates")
+    ]
     return 3 if bad else 0

@@ -263,8 +263,18 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
                     ClientSpec(cid=i, ws_url=url, token=accounts[u].token, chats=(chat_ids[u // 2],))
                 )
             pairs_of = {c: (accounts[2 * k], accounts[2 * k + 1]) for k, c in enumerate(chat_ids)}
-            result = Setup(plans, 0, accounts, pairs_of)
-            result.info = {"clients": cfg.clients, "users": n_users, "chats": len(pairs_of), "missed": cfg.missed}
+            live = await _live_plan(cfg, api, url, run_id, n_workers, base_url) if cfg.live_pairs else None
+            if live is not None:
+                plans.append(live)
+            result = Setup(plans, 2 * cfg.live_pairs, accounts, pairs_of)
+            result.info = {
+                "clients": cfg.clients,
+                "users": n_users,
+                "chats": len(pairs_of),
+                "missed": cfg.missed,
+                "live_pairs": cfg.live_pairs,
+                "live_rate": cfg.live_rate if cfg.live_pairs else None,
+            }
             return result
         else:
             raise BenchSetupError(f"unknown scenario {scenario!r}")
@@ -274,6 +284,35 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
         for plan in plans:
             plan.rate_per_sender = cfg.rate / senders
     return Setup(plans, senders, accounts, info=info)
+
+
+async def _live_plan(
+    cfg: BenchConfig, api: ContractClient, url: str, run_id: str, index: int, base_url: str
+) -> WorkerPlan:
+    """reconnect: the live pairs, in a load-generator process of their own, so the recovering clients'
+    work in the generator does not delay their sends. Open loop: ``live_rate`` msg/s in total."""
+    accounts = await api.accounts(f"{run_id}-live", 2 * cfg.live_pairs)
+    chats = await gather_limited(
+        [functools.partial(api.chat, accounts[2 * i], [accounts[2 * i + 1].username]) for i in range(cfg.live_pairs)],
+        SETUP_CONCURRENCY,
+    )
+    (plan,) = _plans(cfg, "reconnect", base_url, run_id, 1)
+    plan.index = index
+    plan.rate_per_sender = cfg.live_rate / (2 * cfg.live_pairs)
+    for i, chat in enumerate(chats):
+        for me, peer in ((2 * i, 2 * i + 1), (2 * i + 1, 2 * i)):
+            plan.clients.append(
+                ClientSpec(
+                    cid=me,
+                    ws_url=url,
+                    token=accounts[me].token,
+                    chat_id=chat,
+                    sender_key=me,
+                    receives_from=(peer,),
+                    tracks=(peer,),
+                )
+            )
+    return plan
 
 
 async def send_missed(cfg: BenchConfig, base_url: str, chats: dict[str, tuple[Account, Account]]) -> dict[str, Any]:

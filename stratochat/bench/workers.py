@@ -1,9 +1,10 @@
 """A load-generator process: its share of the clients, driven phase by phase by the coordinator.
 
 Messages on the pipe are ``(kind, payload dict)``. Coordinator to worker: the WorkerPlan first, then
-``go`` / ``drain`` (pairs, fanout), ``stop`` (idle), ``drop`` / ``reconnect`` (reconnect). Worker to
-coordinator: ``connected``, ``progress`` (twice a second), ``sent``, ``dropped``, ``result``, or
-``failed`` with a traceback. Every phase is bounded; the worker exits when the pipe closes.
+``go`` / ``drain`` (pairs, fanout), ``stop`` (idle), ``live`` / ``drop`` / ``reconnect`` / ``stop_live`` /
+``drain`` (reconnect). Worker to coordinator: ``connected``, ``progress`` (twice a second), ``sent``,
+``dropped``, ``recovered``, ``result``, or ``failed`` with a traceback. Every phase is bounded; the worker
+exits when the pipe closes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import math
+import resource
 import sys
 import time
 import traceback
@@ -64,7 +67,7 @@ class Client:
 
 
 class Sender:
-    __slots__ = ("acked", "chat_id", "client", "errored", "key", "n", "sent", "window")
+    __slots__ = ("acked", "chat_id", "client", "errored", "key", "n", "offered", "sent", "window")
 
     def __init__(self, client: Client, window: int) -> None:
         assert client.spec.sender_key is not None and client.spec.chat_id is not None
@@ -75,6 +78,8 @@ class Sender:
         self.n = 0
         self.sent = 0
         self.errored = 0
+        # Open loop: the messages its schedule offered before the stop, sent or not (None: closed loop).
+        self.offered: int | None = None
         self.acked = Bitmap()
 
 
@@ -91,8 +96,12 @@ class Worker:
         self.delivered = 0
         self.window_delivered = 0
         self.duplicates = 0
+        self.recovery_duplicates = 0
         self.out_of_order = 0
+        self.connected = 0
         self.hist = Histogram()
+        # Open loop: how late each message went out after it was due (the generator's own lag).
+        self.lag = Histogram()
         self.t_measure = FAR
         self.t_stop = FAR
         self.stopping = False
@@ -126,7 +135,13 @@ class Worker:
         while True:
             await asyncio.sleep(PROGRESS_S)
             extra = sum(1 for c in self.clients if c.recovery_ns is not None)
-            self.send("progress", delivered=self.delivered, errors=sum(self.errors.values()), recovered=extra)
+            self.send(
+                "progress",
+                delivered=self.delivered,
+                errors=sum(self.errors.values()),
+                recovered=extra,
+                connected=self.connected,
+            )
 
     # main ----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -159,6 +174,12 @@ class Worker:
         await asyncio.gather(*tasks)
         stopper.cancel()
         await meter
+        await self._finish_traffic()
+        self.send("result", **self._traffic_result(), cpu_window=self.cpu_window)
+
+    async def _finish_traffic(self) -> None:
+        """After the senders stopped: wait for the acks, report what was sent, learn what each of our
+        receivers should get, and wait until they got it (or nothing moved for ``drain`` s)."""
         # Every send gets an ack or an error frame; wait for those still on the way.
         await self._until(lambda: sum(s.sent - s.acked.size - s.errored for s in self.senders.values()))
         self.send(
@@ -169,6 +190,7 @@ class Worker:
                     "acked": s.acked.size if self.contract else s.sent,
                     "acked_bits": bytes(s.acked.bits),
                     "errored": s.errored,
+                    "offered": s.offered,
                 }
                 for k, s in self.senders.items()
             },
@@ -181,16 +203,17 @@ class Worker:
             )
 
         await self._until(left, poll=0.1)
-        self.send(
-            "result",
+
+    def _traffic_result(self) -> dict[str, Any]:
+        return dict(
             delivered=self.delivered,
             window_delivered=self.window_delivered,
             duplicates=self.duplicates,
             out_of_order=self.out_of_order,
             hist=self.hist,
+            lag=self.lag,
             errors=dict(self.errors),
-            cpu_window=self.cpu_window,
-            received=[{k: bytes(bm.bits) for k, bm in c.received.items()} for c in self.clients],
+            received=[{k: bytes(bm.bits) for k, bm in c.received.items()} for c in self.clients if c.received],
         )
 
     async def _run_idle(self) -> None:
@@ -201,8 +224,14 @@ class Worker:
 
     async def _run_reconnect(self) -> None:
         await self.connect_all()
-        await self.command("drop")
-        await self.close_all()
+        # The live pairs (a worker of their own; none in the others) start sending and keep on until the
+        # coordinator has seen every client recover; their latency counts from the drop on.
+        t_go: int = (await self.command("live"))["t_go"]
+        cpu_live = time.process_time()
+        live = [asyncio.create_task(self._send_loop(s, t_go)) for s in self.senders.values()]
+        self.t_measure = (await self.command("drop"))["t_measure"]
+        dropping = [c for c in self.clients if c.spec.chats]
+        await self.close_all(dropping)
         self.closing = False
         self.send("dropped", errors=dict(self.errors))
         t0: int = (await self.command("reconnect"))["t0"]
@@ -216,23 +245,28 @@ class Worker:
             base_url=self.plan.base_url, timeout=self.plan.timeout, limits=limits, trust_env=False
         ) as http:
             sem = asyncio.Semaphore(self.plan.connect_concurrency)
-            tasks = [asyncio.create_task(self._recover(c, http, sem, t0)) for c in self.clients]
-            _, pending = await asyncio.wait(tasks, timeout=self.plan.timeout)
+            tasks = [asyncio.create_task(self._recover(c, http, sem, t0)) for c in dropping]
+            _, pending = await asyncio.wait(tasks, timeout=self.plan.timeout) if tasks else (set(), set())
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
                 self.errors[f"recover: not done within {self.plan.timeout:g} s"] += len(pending)
         self.send(
-            "result",
+            "recovered",
             errors=dict(self.errors),
-            duplicates=self.duplicates,
+            duplicates=self.recovery_duplicates,
             cpu=time.process_time() - cpu0,
             clients=[
                 {"recovered": {k: sorted(v) for k, v in c.recovered.items()}, "recovery_ns": c.recovery_ns}
-                for c in self.clients
+                for c in dropping
             ],
         )
+        self.t_stop = (await self.command("stop_live"))["t_stop"]
+        await asyncio.gather(*live)
+        cpu_live = time.process_time() - cpu_live if live else 0.0
+        await self._finish_traffic()
+        self.send("result", **self._traffic_result(), cpu_window=cpu_live)
 
     # phases --------------------------------------------------------------------------------------
     async def _until(self, remaining: Any, poll: float = 0.05) -> None:
@@ -264,6 +298,7 @@ class Worker:
         await asyncio.gather(*(self._open(c, sem) for c in self.clients))
         ok = sum(1 for c in self.clients if c.ws is not None)
         self.send("connected", ok=ok, errors=dict(self.errors), seconds=time.monotonic() - started)
+        self.connected = 0  # from here on it counts the reconnections
 
     async def _open(self, client: Client, sem: asyncio.Semaphore) -> bool:
         headers = {"Authorization": f"Bearer {client.spec.token}"} if client.spec.token else {}
@@ -294,11 +329,12 @@ class Worker:
                     return False
         client.ws = ws
         client.reader = asyncio.create_task(self._read(client))
+        self.connected += 1
         return True
 
-    async def close_all(self) -> None:
+    async def close_all(self, clients: list[Client] | None = None) -> None:
         self.closing = True
-        open_ = [c for c in self.clients if c.ws is not None]
+        open_ = [c for c in (self.clients if clients is None else clients) if c.ws is not None]
         if open_:
             await asyncio.wait(
                 [asyncio.ensure_future(c.ws.close()) for c in open_ if c.ws is not None], timeout=self.plan.timeout
@@ -320,17 +356,26 @@ class Worker:
                 await s.window.acquire()
                 if self.stopping or not await self._send_one(s, time.monotonic_ns()):
                     return
-        interval = int(1e9 / rate)
+        interval = max(1, int(1e9 / rate))
         # Senders start spread over one interval, so an open loop does not send in bursts.
-        due = t_go + (s.key * 7919 * 1_000_003) % max(1, interval)
-        while due < self.t_stop:
-            now = time.monotonic_ns()
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
-            # Timed from when it was due, not when it went out: a late send counts as latency.
-            if not await self._send_one(s, due):
-                return
-            due += interval
+        first = due = t_go + (s.key * 7919 * 1_000_003) % interval
+        try:
+            while due < self.t_stop:
+                now = time.monotonic_ns()
+                if due > now:
+                    await asyncio.sleep((due - now) / 1e9)
+                    if due >= self.t_stop:  # the stop came while we slept (reconnect's live pairs)
+                        break
+                    now = time.monotonic_ns()
+                if self.t_measure <= due:
+                    self.lag.add(now - due)
+                # Timed from when it was due, not when it went out: a late send counts as latency.
+                if not await self._send_one(s, due):
+                    return
+                due += interval
+        finally:
+            # What the schedule offered before the stop, whatever the generator or the socket managed.
+            s.offered = max(0, math.ceil((self.t_stop - first) / interval)) if self.t_stop < FAR else s.n
 
     async def _send_one(self, s: Sender, t: int) -> bool:
         ws = s.client.ws
@@ -399,7 +444,7 @@ class Worker:
                     sender.window.release()  # refused: it will not be delivered
 
     def _delivery(self, client: Client, content: str, now: int, chat_id: str | None, seq: int | None) -> None:
-        if self.plan.scenario == "reconnect":
+        if client.spec.chats:  # a reconnecting client: recovery counts by seq
             if chat_id is not None and seq is not None and chat_id in client.recovered:
                 self._recovered(client, chat_id, seq)
             return
@@ -435,7 +480,7 @@ class Worker:
     def _recovered(self, client: Client, chat_id: str, seq: int) -> None:
         got = client.recovered[chat_id]
         if seq in got:
-            self.duplicates += 1
+            self.recovery_duplicates += 1
         got.add(seq)
         client.known[chat_id] = max(client.known[chat_id], seq)
 
@@ -492,9 +537,26 @@ def _skip_sniffio_search() -> None:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
+def raise_fd_limit(need: int = 0) -> int:
+    """Sockets are file descriptors: lift the soft limit to the hard one and, where this process may (root,
+    CAP_SYS_RESOURCE), the hard one to ``need``; children inherit both. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and need > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return need
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+    return soft
+
+
 def worker_main(conn: Connection) -> None:
     """Entry point of a worker process (multiprocessing spawn)."""
     _skip_sniffio_search()
+    raise_fd_limit()
     try:
         plan: WorkerPlan = conn.recv()
     except (EOFError, OSError):
