@@ -34,6 +34,23 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     )
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Every socket is a file descriptor, and the usual soft limit (1,024) is far below what one node holds:
+    lift it to the hard limit, as servers do at startup. Returns (soft, hard) as they are afterwards."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still caps at the kernel's nr_open; 2**20 is its default.
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        return soft, hard
+    return want, hard
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -45,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     settings = Settings(**overrides)
     configure(settings.log_level)
+    raise_open_files_limit()  # uvicorn's --workers processes inherit it
     common = uvicorn_options(settings)
     if settings.workers > 1:
         if not settings.redis_cluster_endpoint:

@@ -49,6 +49,7 @@ class ScenarioRun:
         # Workers that sent their result: they may close the pipe any time after.
         self.finished: set[int] = set()
         self.gone: set[int] = set()
+        self.worker_errors: dict[int, dict[str, int]] = {}
         self.label = scenario
 
     # workers -------------------------------------------------------------------------------------
@@ -127,6 +128,8 @@ class ScenarioRun:
                 if k != kind:
                     raise BenchRunError(f"worker {i} sent '{k}' while the coordinator waited for '{kind}'")
                 got[i] = payload
+                if "errors" in payload:
+                    self.worker_errors[i] = payload["errors"]
             early = []
         return [got[i] for i in range(len(self.conns))]
 
@@ -164,24 +167,25 @@ class ScenarioRun:
         try:
             connected = self.collect("connected", cfg.timeout + 30, moving="connected")
             errors: Counter[str] = Counter()
-            for c in connected:
-                errors.update(c["errors"])
             result["connected"] = sum(c["ok"] for c in connected)
             result["connect_s"] = round(max(c["seconds"] for c in connected), 2)
             if self.scenario in ("pairs", "fanout"):
-                self._traffic(setup, result, errors)
+                self._traffic(setup, result)
             elif self.scenario == "idle":
-                self._idle(result, errors, before)
+                self._idle(result, before)
             else:
                 self._reconnect(setup, result, errors)
         finally:
             self.stop_workers()
             self.progress.done()
+        # A worker's error counts are its totals so far: the last ones it sent count.
+        for counts in self.worker_errors.values():
+            errors.update(counts)
         result["errors"] = dict(errors)
         result["errors_total"] = sum(errors.values())
         return result
 
-    def _traffic(self, setup: scenarios.Setup, result: dict[str, Any], errors: Counter[str]) -> None:
+    def _traffic(self, setup: scenarios.Setup, result: dict[str, Any]) -> None:
         cfg = self.cfg
         t_go = time.monotonic_ns() + START_DELAY_NS
         t_measure = t_go + int(cfg.warmup * 1e9)
@@ -192,7 +196,7 @@ class ScenarioRun:
         self.pump_until(t_stop)
         s1 = self.sample()
         window_s = cfg.duration - cfg.warmup
-        done = self._drain_traffic(setup, result, errors, window_s)
+        done = self._drain_traffic(setup, result, window_s)
         s2 = self.sample()
         result["generator_cores"] = round(sum(p["cpu_window"] for p in done) / window_s, 2)
         if "offered" in result:
@@ -209,9 +213,7 @@ class ScenarioRun:
                 "rss_kb_end": (s2 or s1).rss_kb,
             }
 
-    def _drain_traffic(
-        self, setup: scenarios.Setup, into: dict[str, Any], errors: Counter[str], window_s: float
-    ) -> list[dict[str, Any]]:
+    def _drain_traffic(self, setup: scenarios.Setup, into: dict[str, Any], window_s: float) -> list[dict[str, Any]]:
         """After the senders stopped: collect what was sent and acked, tell each worker what its receivers
         should get, collect what they got, and put the figures (offered, sent, delivered, latency, lost,
         duplicates, the generator's lag) into ``into``. Returns the workers' results."""
@@ -229,7 +231,6 @@ class ScenarioRun:
         for part in done:
             hist.merge(part["hist"])
             lag.merge(part["lag"])
-            errors.update(part["errors"])
             for received in part["received"]:
                 for key, bits in received.items():
                     lost += missing(senders[key]["acked_bits"], bits)
@@ -259,14 +260,12 @@ class ScenarioRun:
             into["generator_lag_ms"] = lag.summary()
         return done
 
-    def _idle(self, result: dict[str, Any], errors: Counter[str], before: Sample | None) -> None:
+    def _idle(self, result: dict[str, Any], before: Sample | None) -> None:
         deadline = time.monotonic_ns() + int(self.cfg.hold * 1e9)
         self.pump_until(deadline)
         held = self.sample()
         self.broadcast("stop")
         done = self.collect("result", self.cfg.timeout)
-        for part in done:
-            errors.update(part["errors"])
         result["still_open"] = sum(p["still_open"] for p in done)
         if before is not None and held is not None:
             n = max(1, result["connected"])
@@ -276,11 +275,17 @@ class ScenarioRun:
                 "rss_kb_held": held.rss_kb,
                 "rss_per_socket_kb": round((held.rss_kb - before.rss_kb) / n, 2),
                 "cpu_s_connecting": round(held.cpu_s - before.cpu_s, 3),
+                "fd_limit": self.stats.fd_limit() if self.stats else None,
             }
         result["notes"] = [
             f"{result['connected']:,} of {self.cfg.sockets:,} sockets connected in {result['connect_s']} s, "
             f"{result['still_open']:,} still open after {self.cfg.hold:g} s"
         ]
+        fd_limit = (result.get("server") or {}).get("fd_limit")
+        if fd_limit is not None and fd_limit < self.cfg.sockets + 100:
+            result["notes"].append(
+                f"the server may open only {fd_limit:,} files (its sockets included): raise its RLIMIT_NOFILE"
+            )
 
     def _reconnect(self, setup: scenarios.Setup, result: dict[str, Any], errors: Counter[str]) -> None:
         cfg = self.cfg
@@ -290,8 +295,7 @@ class ScenarioRun:
         self.pump_until(t_go + int(cfg.warmup * 1e9))
         t_drop = time.monotonic_ns()
         self.broadcast("drop", t_measure=t_drop)
-        for part in self.collect("dropped", cfg.timeout):
-            errors.update(part["errors"])
+        self.collect("dropped", cfg.timeout)
         self.progress.show(self.label, "sending while the clients are away")
         missed = asyncio.run(scenarios.send_missed(cfg, self.url, setup.chats))
         errors.update(missed["errors"])
@@ -305,7 +309,7 @@ class ScenarioRun:
         elapsed = max(1e-9, (t_end - t0) / 1e9)
         self.broadcast("stop_live", t_stop=t_end)
         live: dict[str, Any] = {"pairs": cfg.live_pairs, "rate": cfg.live_rate if cfg.live_pairs else None}
-        live_done = self._drain_traffic(setup, live, errors, (t_end - t_drop) / 1e9)
+        live_done = self._drain_traffic(setup, live, (t_end - t_drop) / 1e9)
         live_cpu = sum(p["cpu_window"] for p in live_done)
         live_s = (t_end - t_go) / 1e9
         lost = 0
@@ -325,8 +329,6 @@ class ScenarioRun:
                 times.append(got["recovery_ns"] / 1e9)
                 if missing_here == 0:
                     complete += 1
-        for part in done:
-            errors.update(part["errors"])
         times.sort()
 
         def pct(p: float) -> float | None:

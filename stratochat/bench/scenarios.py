@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .config import BenchConfig
-from .server import BenchSetupError
+from .server import BenchSetupError, local_port_range
 
 T = TypeVar("T")
 # Registering and signing in cost an argon2 hash each on the server; more at once only queue there.
@@ -80,6 +80,21 @@ def ws_url(base_url: str) -> str:
     if base_url.startswith("http://"):
         return "ws://" + base_url[len("http://") :] + "/ws"
     raise BenchSetupError(f"--url must start with http:// or https://, not {base_url!r}")
+
+
+def check_ports(base_url: str, sockets: int) -> None:
+    """Sockets from this machine to one server address each take an ephemeral port: refuse a run that
+    cannot have them all (``net.ipv4.ip_local_port_range``) instead of failing thousands of connects."""
+    ports = local_port_range()
+    if ports is None:
+        return
+    free = ports[1] - ports[0] + 1
+    # HTTP connections (setup, recovery) and sockets still in TIME_WAIT from the last run need some too.
+    if sockets + 1000 > free:
+        raise BenchSetupError(
+            f"{sockets:,} sockets to {base_url} need as many local ports, but net.ipv4.ip_local_port_range "
+            f"{ports[0]}-{ports[1]} has {free:,}; widen it (sysctl -w net.ipv4.ip_local_port_range='1024 65535')"
+        )
 
 
 async def gather_limited(jobs: list[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
@@ -228,6 +243,7 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
             senders = 1
             info = {"group": cfg.group, "senders": 1}
         elif scenario == "idle":
+            check_ports(base_url, cfg.sockets)
             n_workers = min(cfg.workers, cfg.sockets)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
             n_users = cfg.accounts_for(cfg.sockets)
@@ -245,6 +261,7 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
         elif scenario == "reconnect":
             if relay:
                 raise BenchSetupError("reconnect needs a Stratochat target: the relay keeps no history")
+            check_ports(base_url, cfg.clients + 2 * cfg.live_pairs)
             n_workers = min(cfg.workers, cfg.clients)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
             n_users = max(2, cfg.accounts_for(cfg.clients))

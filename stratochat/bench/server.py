@@ -45,6 +45,15 @@ class ProcStats:
                     todo.extend(int(c) for c in task.read_text().split())
         return pids
 
+    def fd_limit(self) -> int | None:
+        """The process's soft limit of open files (its sockets included), None if unlimited or unreadable."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return None if soft == "unlimited" else int(soft)
+        return None
+
     def sample(self) -> Sample | None:
         rss = 0
         cpu = 0.0
@@ -57,6 +66,14 @@ class ProcStats:
         except (OSError, IndexError, ValueError):
             return None
         return Sample(time.monotonic(), rss, cpu)
+
+
+def local_port_range() -> tuple[int, int] | None:
+    """Linux's ephemeral ports: every client socket to one server address takes one of them."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    return None
 
 
 def free_port() -> int:
