@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from stratochat.bench import BenchConfig, parse, run
+from stratochat.bench import BenchConfig, BenchSetupError, parse, run
+from stratochat.bench import scenarios as bench_scenarios
 from stratochat.bench.stats import Bitmap, Histogram, missing
 from stratochat.core.hub import Hub, _UserSlot
 from tests.services.server import ThreadServer
@@ -34,6 +36,8 @@ TINY: dict[str, Any] = dict(
     clients=6,
     users=2,
     missed=3,
+    live_pairs=1,
+    live_rate=10.0,
     drain=1.0,
     timeout=20.0,
     quiet=True,
@@ -122,6 +126,33 @@ def _repeat_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Hub, "_deliver_local", repeating)
 
 
+def test_reconnect_with_live_traffic(unlimited: ThreadServer) -> None:
+    """Live pairs keep sending over their sockets while the others drop and recover: both are reported,
+    apart, and each delivers everything exactly once."""
+    (r,) = bench(unlimited.url, ["reconnect"], workers=2, live_pairs=2, live_rate=40.0, warmup=0.5)["runs"]
+    assert (r["lost"], r["duplicates"], r["clients_recovered"], r["errors_total"]) == (0, 0, 6, 0), r
+    assert r["recovered_messages"] == r["expected_recoveries"] == 6 * 3 and r["all_recovered_s"] is not None
+    live = r["live"]
+    assert live["pairs"] == 2 and live["delivered"] > 0 and live["offered"] > 0, live
+    assert (live["lost"], live["duplicates"], live["out_of_order"], live["refused"]) == (0, 0, 0, 0), live
+    assert live["delivered"] == live["acked"] == live["sent"] == live["offered"], live
+    assert live["latency_ms"]["p99"] is not None and live["generator_lag_ms"]["p50"] is not None
+    text = io.StringIO()
+    run(BenchConfig(scenarios=["reconnect"], url=unlimited.url, **{**TINY, "live_pairs": 0}), out=text)
+    assert "reconnect live" not in text.getvalue()  # --live-pairs 0: no live traffic, no row
+
+
+def test_a_message_lost_from_the_live_traffic_is_reported(
+    monkeypatch: pytest.MonkeyPatch, unlimited: ThreadServer
+) -> None:
+    """During reconnect only the live pairs get message frames: a dropped one is live lost=1, while
+    the recovery (over REST) still finds everything."""
+    _drop_one(monkeypatch)
+    (r,) = bench(unlimited.url, ["reconnect"], live_pairs=2, live_rate=40.0, warmup=0.5)["runs"]
+    assert (r["lost"], r["clients_recovered"]) == (0, 6), r
+    assert (r["live"]["lost"], r["live"]["duplicates"]) == (1, 0), r["live"]
+
+
 def test_a_dropped_message_is_reported_lost(monkeypatch: pytest.MonkeyPatch, unlimited: ThreadServer) -> None:
     """A server that acks a message but never delivers it makes the bench report lost=1."""
     _drop_one(monkeypatch)
@@ -147,9 +178,13 @@ def test_bench_starts_and_measures_its_own_server() -> None:
     assert (pairs["lost"], pairs["duplicates"], pairs["errors_total"]) == (0, 0, 0), pairs
     # 40 messages/s for 1.5 s, whatever the machine's speed (an open loop does not wait for deliveries).
     assert 45 <= pairs["sent"] <= 75, pairs
+    assert pairs["offered"] == pairs["sent"] == pairs["delivered"], pairs  # offered vs delivered
+    assert pairs["generator_lag_ms"]["p50"] is not None
     server = pairs["server"]
     assert server["cpu_s"] >= 0 and server["rss_kb_start"] > 10_000 and server["cpu_per_msg_us"] > 0
     assert idle["server"]["rss_kb_held"] > 0 and "rss_per_socket_kb" in idle["server"]
+    # `stratochat serve` lifted its open-files limit to the hard one (which it inherited from us).
+    assert idle["server"]["fd_limit"] == resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     pid = server["pid"]
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
@@ -241,3 +276,54 @@ def test_compare_script_alternates_and_prints_ratios(tmp_path: Path) -> None:
     assert {r["target"] for r in doc["runs"]} == {"relay", "stratochat"}
     first = doc["summary"][0]
     assert first["ratio"] is not None and first["ratio"] > 0
+
+
+def test_serve_raises_its_open_files_limit() -> None:
+    """A process started with a low soft limit (1,024 is the usual default) lifts it to the hard one."""
+    code = (
+        "import resource; soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard)); "
+        "from stratochat.cli import raise_open_files_limit; "
+        "now = raise_open_files_limit(); print(now[0], now[1], resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    soft, hard, in_force = (int(x) for x in out.stdout.split())
+    assert soft == hard == in_force
+
+
+def test_too_many_sockets_for_the_local_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that needs more ephemeral ports than the machine has is refused before it starts."""
+    monkeypatch.setattr(bench_scenarios, "local_port_range", lambda: (55000, 60999))
+    bench_scenarios.check_ports("http://127.0.0.1:1", 10)
+    with pytest.raises(BenchSetupError, match="ip_local_port_range"):
+        bench_scenarios.check_ports("http://127.0.0.1:1", 5500)
+
+
+def test_compare_script_reconnect_and_rate_cases(tmp_path: Path) -> None:
+    """compare.py's reconnect case prints the live p99 with its verdict next to the recovery's; rate5000
+    prints delivered/offered, loss and the p99 ratio."""
+    proc = subprocess.run(
+        [
+            *[
+                sys.executable,
+                str(ROOT / "benchmarks" / "compare.py"),
+                "--rounds",
+                "1",
+                "--cases",
+                "rate5000,reconnect",
+            ],
+            *["--duration", "1", "--warmup", "0.2", "--pairs", "1", "--workers", "1", "--fast-rate", "20"],
+            *["--clients", "4", "--live-pairs", "1", "--live-rate", "10", "--bench-arg=--drain=1"],
+            "--bench-arg=--users=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "failed" not in proc.stdout, proc.stdout
+    for metric in ("s until 4 clients recovered", "live p99 ms during the storm", "delivered / offered at 20"):
+        line = next(x for x in proc.stdout.splitlines() if metric in x)
+        assert line.rstrip().endswith(("meets", "misses")), line
+    assert "<= 100" in proc.stdout and "x <= 3" in proc.stdout
