@@ -226,10 +226,11 @@ class ScenarioRun:
             keys = {k for c in plan.clients for k in c.receives_from}
             self.conns[i].send(("drain", {"expected": {k: senders[k]["acked_bits"] for k in keys if k in senders}}))
         done = self.collect("result", 3 * cfg.drain + cfg.timeout)
-        hist, lag = Histogram(), Histogram()
+        hist, before, lag = Histogram(), Histogram(), Histogram()
         lost = 0
         for part in done:
             hist.merge(part["hist"])
+            before.merge(part["hist_before"])
             lag.merge(part["lag"])
             for received in part["received"]:
                 for key, bits in received.items():
@@ -258,6 +259,9 @@ class ScenarioRun:
         )
         if offered:
             into["generator_lag_ms"] = lag.summary()
+        if self.scenario == "reconnect":
+            # The live pairs' latency before the drop: the same traffic without the storm, to compare with.
+            into["latency_before_ms"] = before.summary()
         return done
 
     def _idle(self, result: dict[str, Any], before: Sample | None) -> None:
@@ -370,7 +374,9 @@ class ScenarioRun:
                 f"live traffic ({cfg.live_pairs} pairs, {cfg.live_rate:g} msg/s offered) from the drop until all "
                 f"recovered ({live['window_s']:.1f} s): {live['delivered']:,} of {live.get('offered', 0):,} offered "
                 f"delivered, p50/p99/p99.9 {lat['p50']}/{lat['p99']}/{lat['p999']} ms, lost {live['lost']}, "
-                f"dup {live['duplicates']}"
+                f"dup {live['duplicates']} (before the drop: p50/p99 {live['latency_before_ms']['p50']}/"
+                f"{live['latency_before_ms']['p99']} ms; the generator sent p99 {live['generator_lag_ms']['p99']} ms "
+                "after due)"
             )
 
 

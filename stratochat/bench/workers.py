@@ -100,6 +100,8 @@ class Worker:
         self.out_of_order = 0
         self.connected = 0
         self.hist = Histogram()
+        # Messages due before the measured window (warmup; in reconnect the live traffic before the drop).
+        self.hist_before = Histogram()
         # Open loop: how late each message went out after it was due (the generator's own lag).
         self.lag = Histogram()
         self.t_measure = FAR
@@ -211,6 +213,7 @@ class Worker:
             duplicates=self.duplicates,
             out_of_order=self.out_of_order,
             hist=self.hist,
+            hist_before=self.hist_before,
             lag=self.lag,
             errors=dict(self.errors),
             received=[{k: bytes(bm.bits) for k, bm in c.received.items()} for c in self.clients if c.received],
@@ -471,6 +474,8 @@ class Worker:
             self.window_delivered += 1
         if self.t_measure <= t < self.t_stop:
             self.hist.add(now - t)
+        elif t < self.t_measure:
+            self.hist_before.add(now - t)
         if key in client.spec.tracks:
             sender = self.senders.get(key)
             if sender is not None:
