@@ -20,7 +20,7 @@ import contextlib
 from typing import Any
 from urllib.parse import parse_qs
 
-import socketio
+import socketio  # type: ignore[import-untyped]
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -31,7 +31,6 @@ def build(redis_url: str) -> Any:
     # Defaults otherwise (stdlib json, 25 s pings), as a python-socketio deployment starts out.
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         key = auth.get("key") if isinstance(auth, dict) else None
         if key is None:
@@ -41,10 +40,12 @@ def build(redis_url: str) -> Any:
         await sio.enter_room(sid, str(key))
         return True
 
-    @sio.event
     async def send(sid: str, data: Any) -> None:
         if isinstance(data, dict) and data.get("to") is not None:
             await sio.emit("message", {"content": data.get("content")}, to=str(data["to"]))
+
+    sio.on("connect", connect)
+    sio.on("send", send)
 
     def subscribe() -> None:
         # python-socketio subscribes to Redis on its first connection, in a background task; a message
