@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import resource
+import signal
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from typing import Any, TextIO
 
 from . import report, scenarios
 from .config import BenchConfig, parse
-from .server import BenchSetupError, ProcStats, Sample, StartedServer
+from .server import BenchSetupError, ProcStats, Sample, StartedDeployment
 from .stats import Histogram, missing
 from .workers import worker_main
 
@@ -42,11 +43,21 @@ def _raise_fd_limit() -> None:
 
 
 class ScenarioRun:
-    def __init__(self, cfg: BenchConfig, scenario: str, url: str, stats: ProcStats | None, progress: report.Progress):
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        scenario: str,
+        urls: list[str],
+        stats: ProcStats | None,
+        progress: report.Progress,
+        redis_stats: ProcStats | None = None,
+    ):
         self.cfg = cfg
         self.scenario = scenario
-        self.url = url
+        self.urls = urls
+        self.url = urls[0]
         self.stats = stats
+        self.redis_stats = redis_stats
         self.progress = progress
         self.conns: list[Connection] = []
         self.procs: list[BaseProcess] = []
@@ -148,12 +159,15 @@ class ScenarioRun:
     def sample(self) -> Sample | None:
         return self.stats.sample() if self.stats is not None else None
 
+    def redis_sample(self) -> Sample | None:
+        return self.redis_stats.sample() if self.redis_stats is not None else None
+
     # the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.monotonic()
         self.progress.show(self.label, "setting up accounts and chats")
-        setup = asyncio.run(scenarios.setup(cfg, self.scenario, self.url))
+        setup = asyncio.run(scenarios.setup(cfg, self.scenario, self.urls))
         result: dict[str, Any] = {"scenario": self.scenario, **setup.info}
         if self.scenario in ("pairs", "fanout"):
             result["mode"] = f"rate {cfg.rate:g}/s" if cfg.rate is not None else f"window {cfg.window}"
@@ -187,9 +201,9 @@ class ScenarioRun:
         t_stop = t_go + int(cfg.duration * 1e9)
         self.broadcast("go", t_go=t_go, t_measure=t_measure, t_stop=t_stop)
         self.pump_until(t_measure)
-        s0 = self.sample()
+        s0, r0 = self.sample(), self.redis_sample()
         self.pump_until(t_stop)
-        s1 = self.sample()
+        s1, r1 = self.sample(), self.redis_sample()
         sent = self.collect("sent", cfg.drain + cfg.timeout)
         senders: dict[int, dict[str, Any]] = {}
         for part in sent:
@@ -237,6 +251,10 @@ class ScenarioRun:
                 "rss_kb_start": s0.rss_kb,
                 "rss_kb_end": (s2 or s1).rss_kb,
             }
+            if len(self.stats.pids if self.stats else ()) > 1:
+                result["server"]["pids"] = list(self.stats.pids) if self.stats else []
+            if r0 is not None and r1 is not None:
+                result["server"]["redis_cores"] = round((r1.cpu_s - r0.cpu_s) / max(1e-9, r1.at - r0.at), 2)
 
     def _idle(self, result: dict[str, Any], errors: Counter[str], before: Sample | None) -> None:
         deadline = time.monotonic_ns() + int(self.cfg.hold * 1e9)
@@ -338,32 +356,48 @@ def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = Non
         "runs": [],
     }
     with contextlib.ExitStack() as stack:
+        redis_stats = None
         if cfg.url is None:
-            progress.show("bench", f"starting a {cfg.target} server")
-            server = stack.enter_context(StartedServer(cfg))
-            url: str = server.url
-            pid: int | None = server.pid
+            nodes = f"{cfg.nodes} {cfg.target} servers" if cfg.nodes > 1 else f"a {cfg.target} server"
+            progress.show("bench", f"starting {nodes}")
+            deployment = stack.enter_context(StartedDeployment(cfg))
+            urls = deployment.urls
+            pids = deployment.pids
+            if deployment.redis_pid is not None:
+                redis_stats = ProcStats(deployment.redis_pid)
+            doc["redis"] = deployment.redis_url
         else:
-            url, pid = cfg.url, cfg.server_pid
-        doc["url"] = url
-        stats = ProcStats(pid) if pid is not None else None
+            urls, pids = cfg.urls, cfg.server_pids
+        doc["url"] = urls[0]
+        doc["urls"] = urls
+        stats = ProcStats(*pids) if pids else None
         for scenario in cfg.scenarios:
-            if scenario == "reconnect" and cfg.target == "relay":
-                doc["runs"].append({"scenario": scenario, "skipped": "the relay keeps no history to recover from"})
+            if scenario == "reconnect" and cfg.target != "stratochat":
+                doc["runs"].append(
+                    {"scenario": scenario, "skipped": f"the {cfg.target} baseline keeps no history to recover from"}
+                )
                 continue
-            doc["runs"].append(ScenarioRun(cfg, scenario, url, stats, progress).run())
+            doc["runs"].append(ScenarioRun(cfg, scenario, urls, stats, progress, redis_stats).run())
     report.write(doc, cfg.json, out)
     return doc
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str]) -> int:
     """``stratochat bench ...``: 0 when every run delivered everything exactly once, 3 when some run
     lost or duplicated messages, 1 when a scenario could not run."""
     cfg = parse(argv)
+    # SIGTERM (a timeout, a supervisor) unwinds like Ctrl-C, so the servers and workers are stopped.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         doc = run(cfg)
     except (BenchSetupError, BenchRunError) as exc:
         print(f"stratochat bench: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bad = [r for r in doc["runs"] if r.get("lost") or r.get("duplicates")]
     return 3 if bad else 0
