@@ -131,7 +131,9 @@ class MessageService:
         except BaseException:
             self._burst.give_back(user.user_id)
             raise
-        fut.add_done_callback(partial(self._stored, user.user_id, members, origin))
+        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
+        if origin is not None:
+            self._hub.sending(draft.message_id, origin)
         return fut
 
     def _draft(self, user: User, chat_id: str, text: str, cmid: str | None, file: FileRef | None) -> MessageDraft:
@@ -160,20 +162,31 @@ class MessageService:
         except BaseException:
             self._burst.give_back(user.user_id)
             raise
-        fut.add_done_callback(partial(self._stored, user.user_id, members, origin))
+        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
+        if origin is not None:
+            self._hub.sending(draft.message_id, origin)
         # Shielded: a caller that goes away must not cancel a write that may land (and must fan out).
         return await asyncio.shield(fut)
 
     def _stored(
-        self, sender_id: str, members: frozenset[str], origin: str | None, fut: asyncio.Future[tuple[Message, bool]]
+        self,
+        sender_id: str,
+        members: frozenset[str],
+        origin: str | None,
+        message_id: str,
+        fut: asyncio.Future[tuple[Message, bool]],
     ) -> None:
         """After the store answered: fan a new message out; refund the burst token of anything else."""
         if not fut.cancelled() and fut.exception() is None:
             message, created = fut.result()
             if created:
                 self._hub.deliver(members, MessageEvent(message), exclude=origin)
-                return
-        self._burst.give_back(sender_id)
+        else:
+            created = False
+        if origin is not None:
+            self._hub.sent(message_id)
+        if not created:
+            self._burst.give_back(sender_id)
 
     async def _retried(self, chat_id: str, sender_id: str, cmid: str | None) -> Message | None:
         # A file is sent once: the retry of a stored file message must be answered before the file's
