@@ -17,6 +17,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -615,6 +616,7 @@ class SqliteStore:
 
     def _writer_main(self) -> None:
         conn = self._connect()
+        conn.execute("PRAGMA busy_timeout = 0")  # _begin waits for the write lock itself
         assert self._loop is not None
         loop = self._loop
         stop = False
@@ -647,7 +649,7 @@ class SqliteStore:
         savepoint. Any SQLite error on the fast path rolls everything back and runs the batch again
         op by op (``_run_batch_safely``), so an error costs one op, never the batch's other writes."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
         except sqlite3.Error as exc:
             log.error("cannot begin a write transaction: %s", exc)
             return [(fut, None, Unavailable("database is busy; try again")) for _, _, fut in batch]
@@ -677,7 +679,7 @@ class SqliteStore:
         self, conn: sqlite3.Connection, batch: list[tuple[WriteFn, tuple[Any, ...], asyncio.Future[Any]]]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
         except sqlite3.Error as exc:
             log.error("cannot begin a write transaction: %s", exc)
             return [(fut, None, Unavailable("database is busy; try again")) for _, _, fut in batch]
@@ -854,6 +856,25 @@ class SqliteStore:
     async def delete_pending_files(self, file_ids: Collection[str]) -> None:
         if file_ids:
             await self._write(delete_pending_files_txn, list(file_ids))
+
+
+def _begin(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """``BEGIN IMMEDIATE``, waiting for another process's write lock in short sleeps. The writer's
+    connection has no busy timeout: SQLite's own busy handler backs off to 100 ms sleeps, so with two
+    processes taking turns the write lock sat free while the waiter slept (a collapse under load)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.0002
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
 
 
 def _run_op(
