@@ -285,8 +285,12 @@ class Hub:
             return
         queued = sorted(slot.filling.pop(chat_id, []), key=lambda p: p[0])
         self.stats["gaps_filled"] += 1
-        sending = self._sending
-        frames = [(m.seq, self._encode(MessageEvent(m)), sending.get(m.message_id)) for m in missing] + queued
+        # A fetched message that also queued up meanwhile (committed here while we fetched) keeps
+        # its queued copy, which knows the socket that sent it.
+        sending, queued_seqs = self._sending, {p[0] for p in queued}
+        missing = [m for m in missing if m.seq not in queued_seqs]
+        frames = [(m.seq, self._encode(MessageEvent(m)), sending.get(m.message_id)) for m in missing]
+        frames = sorted(frames + queued, key=lambda p: p[0])
         last = slot.last_seq.get(chat_id, 0)
         for i, (seq, frame, exclude) in enumerate(frames):
             if seq <= last:

@@ -198,3 +198,32 @@ async def test_a_fill_does_not_echo_a_message_to_the_socket_sending_it() -> None
     assert other_device.seqs() == [1, 2, 3]
     assert sender.seqs() == [1, 3]
     await hub.close()
+
+
+async def test_a_message_committed_while_a_fill_fetches_it_is_not_echoed() -> None:
+    """The sender's own message, fetched by a fill while it commits and queues here (its send is
+    over by the time the fill delivers), still does not reach the sending socket."""
+    own = {2}
+    hub: Hub | None = None
+
+    class CommitsDuringFetch(Started):
+        async def after(self, chat_id: str, after: int, limit: int) -> list[Message]:
+            got = await super().after(chat_id, after, limit)
+            assert hub is not None
+            hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")
+            hub.sent("m2")
+            return got
+
+    history = CommitsDuringFetch([mixed(i, own) for i in range(1, 4)])
+    hub = await make_hub(MemoryBus(), history, "A")
+    sender, other_device = FakeConn("c7", "u1"), FakeConn("c8", "u1")
+    await hub.attach(sender)
+    await hub.attach(other_device)
+    hub.sending("m2", "c7")
+    for seq in (1, 3):
+        m = mixed(seq, own)
+        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+    await until(lambda: other_device.seqs() == [1, 2, 3])
+    assert other_device.seqs() == [1, 2, 3]
+    assert sender.seqs() == [1, 3]
+    await hub.close()
