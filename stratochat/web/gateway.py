@@ -195,7 +195,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> None:
     token = request_id.set(request_id_of(scope))
     ws = WebSocket(scope, receive, send)
     try:
-        await websocket_endpoint(ws)
+        await websocket_endpoint(ws, receive)
     except Exception:
         log.exception("socket handler failed")
         if ws.application_state == WebSocketState.CONNECTED:
@@ -205,7 +205,9 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> None:
         request_id.reset(token)
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
+async def websocket_endpoint(ws: WebSocket, receive: Receive) -> None:
+    """The socket's life; once accepted, frames come from the server's ``receive`` itself (Starlette's
+    wrapper only re-checks states the loop below already handles)."""
     services = get_services(ws)
     if services.hub.draining:  # shutting down: the balancer retries another node
         await _refuse(ws, 503, "unavailable", "the node is shutting down; connect again")
@@ -229,7 +231,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await services.hub.attach(conn)
         conn.send_first(dumps({"type": "ready", "user": user_json(user), "conn_id": conn.conn_id}))
         conn.start()
-        await _read_loop(ws, conn, services)
+        await _read_loop(receive, conn, services)
     finally:
         await services.hub.detach(conn)
         await conn.wait_in_flight(1)
@@ -248,9 +250,9 @@ async def _refuse(ws: WebSocket, status: int, code: str, detail: str) -> None:
         await ws.close(code=1008, reason=detail[:120])
 
 
-async def _read_loop(ws: WebSocket, conn: SocketConnection, services: Services) -> None:
+async def _read_loop(receive: Receive, conn: SocketConnection, services: Services) -> None:
     while True:
-        message = await ws.receive()
+        message = await receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
