@@ -1,17 +1,27 @@
-"""Run Stratochat and the bare relay alternately, in one run, and print the ratios against the targets.
+"""Run Stratochat and a baseline alternately, in one run, and print the ratios against the targets.
 
 Absolute numbers on a shared machine move by 2x from minute to minute, so every case runs against
-both targets back to back (relay first in odd rounds, Stratochat first in even ones), each with a
+both targets back to back (baseline first in odd rounds, Stratochat first in even ones), each with a
 fresh server started by ``stratochat bench``, and the verdict uses the median of the per-round ratios.
 
-    python benchmarks/compare.py                      # every case, 3 rounds, the sizes of issue 9
+The single-node cases (pairs, rate, rate5000, fanout, idle, idle20k) compare with the bare relay;
+reconnect has no baseline (the relay keeps no history) and is judged on its own. ``redis`` (redis-pairs,
+redis-rate, redis-overload) compares two Stratochat nodes sharing a Redis with two python-socketio
+processes sharing one (``benchmarks/socketio_relay.py``), pairs split across the two: capacity (closed
+loop), p99 at a fixed rate, and an open loop at twice the capacity that target showed in the same round,
+whose delivered/s is reported as a fraction of that capacity. Loss verdicts take the worst round.
+
+    python benchmarks/compare.py                      # the single-node cases, 3 rounds, the sizes of issue 9
+    python benchmarks/compare.py --rounds 1 --cases rate5000,idle20k,reconnect --duration 5
     python benchmarks/compare.py --rounds 1 --cases pairs,rate --duration 5 --pairs 20
+    python benchmarks/compare.py --rounds 2 --cases redis --duration 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Metric:
     name: str
     get: Callable[[dict[str, Any]], float | None]
-    # "ratio": Stratochat / relay against ``limit`` (>= when higher is better); "abs": Stratochat's own value.
+    # "ratio": Stratochat / baseline against ``limit`` (>= when higher is better); "abs": Stratochat's own value.
     kind: str
     # a number, or the name of a size ("sockets20k": every socket asked for)
     limit: float | str
@@ -75,8 +85,8 @@ def _held(run: dict[str, Any]) -> float | None:
     return float(min(run["connected"], run["still_open"]))
 
 
-CASES: dict[str, tuple[str, list[str], list[Metric], bool]] = {
-    # name: (scenario, extra bench args, metrics, needs the relay too)
+CASES: dict[str, tuple[str, list[str], list[Metric], str | None]] = {
+    # name: (scenario, extra bench args, metrics, the baseline target it is compared with, if any)
     "pairs": (
         "pairs",
         [],
@@ -85,13 +95,13 @@ CASES: dict[str, tuple[str, list[str], list[Metric], bool]] = {
             Metric("server CPU us/msg", _path("server", "cpu_per_msg_us"), "ratio", 1.3, False),
             Metric("p99 ms (closed loop)", _path("latency_ms", "p99"), "info", 0, False),
         ],
-        True,
+        "relay",
     ),
     "rate": (
         "pairs",
         ["--rate", "{rate}"],
         [Metric("p99 ms at {rate:g} msg/s", _path("latency_ms", "p99"), "ratio", 2.0, False)],
-        True,
+        "relay",
     ),
     "rate5000": (
         "pairs",
@@ -102,19 +112,19 @@ CASES: dict[str, tuple[str, list[str], list[Metric], bool]] = {
             Metric("p99 ms at {fast_rate:g} msg/s", _path("latency_ms", "p99"), "ratio", 3.0, False),
             Metric("generator lag p99 ms", _path("generator_lag_ms", "p99"), "info", 0, False),
         ],
-        True,
+        "relay",
     ),
     "fanout": (
         "fanout",
         ["--group", "{group}"],
         [Metric("deliveries/s to {group}", _path("delivered_per_s"), "ratio", 0.8, True)],
-        True,
+        "relay",
     ),
     "idle": (
         "idle",
         ["--sockets", "{sockets}", "--users", "50"],
         [Metric("RSS KB per idle socket ({sockets})", _path("server", "rss_per_socket_kb"), "abs", 32, False)],
-        True,
+        "relay",
     ),
     "idle20k": (
         "idle",
@@ -123,7 +133,7 @@ CASES: dict[str, tuple[str, list[str], list[Metric], bool]] = {
             Metric("idle sockets held of {sockets20k}", _held, "abs", "sockets20k", True, "worst"),
             Metric("RSS KB per idle socket ({sockets20k})", _path("server", "rss_per_socket_kb"), "info", 0, False),
         ],
-        True,
+        "relay",
     ),
     "reconnect": (
         "reconnect",
@@ -134,18 +144,72 @@ CASES: dict[str, tuple[str, list[str], list[Metric], bool]] = {
             Metric("live p99 ms during the storm", _path("live", "latency_ms", "p99"), "abs", 100, False),
             Metric("live lost + dup", _lost_and_dup("live"), "abs", 0, False, "worst"),
         ],
-        False,
+        None,
+    ),
+    # Two nodes sharing a Redis, each pair's partners on different nodes: every message crosses Redis.
+    "redis-pairs": (
+        "pairs",
+        ["--nodes", "2"],
+        [
+            Metric("2 nodes: capacity, delivered msgs/s", _path("delivered_per_s"), "ratio", 3.0, True),
+            Metric("2 nodes: server CPU us/msg", _path("server", "cpu_per_msg_us"), "info", 0, False),
+            Metric("2 nodes: p99 ms (closed loop)", _path("latency_ms", "p99"), "info", 0, False),
+        ],
+        "socketio",
+    ),
+    "redis-rate": (
+        "pairs",
+        ["--nodes", "2", "--rate", "{rate}"],
+        [
+            Metric("2 nodes: p99 ms at {rate:g} msg/s", _path("latency_ms", "p99"), "abs", 30, False),
+            Metric("2 nodes: lost + dup at {rate:g} msg/s", _lost_and_dup(), "abs", 0, False, "worst"),
+        ],
+        "socketio",
+    ),
+    # Open loop at twice the capacity the same target showed in redis-pairs of the same round.
+    "redis-overload": (
+        "pairs",
+        ["--nodes", "2", "--rate", "{overload}"],
+        [
+            Metric("2 nodes at 2x capacity: delivered/capacity", _path("capacity_fraction"), "abs", 0.8, True),
+            Metric("2 nodes at 2x capacity: p99 ms", _path("latency_ms", "p99"), "info", 0, False),
+            Metric("2 nodes at 2x capacity: errors", _path("errors_total"), "info", 0, False),
+            Metric("2 nodes at 2x capacity: lost", _path("lost"), "info", 0, False),
+        ],
+        "socketio",
     ),
 }
+ALIASES = {"redis": ["redis-pairs", "redis-rate", "redis-overload"]}
+DEFAULT_CASES = ["pairs", "rate", "rate5000", "fanout", "idle", "idle20k", "reconnect"]
 
 
 def bench(target: str, scenario: str, args: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "stratochat", "bench", scenario, "--target", target, "--json", "--quiet", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the bench then stops the servers (and Redis) it started.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
     if proc.returncode not in (0, 3):
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    run: dict[str, Any] = json.loads(proc.stdout)["runs"][0]
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-2000:]}")
+    run: dict[str, Any] = json.loads(stdout)["runs"][0]
     return run
+
+
+def _capacity(runs: list[dict[str, Any]], rnd: int, target: str) -> float | None:
+    """delivered msgs/s of ``target``'s redis-pairs run in round ``rnd``."""
+    for r in runs:
+        if r["round"] == rnd and r["case"] == "redis-pairs" and r["target"] == target:
+            value = r["result"].get("delivered_per_s")
+            return float(value) if value else None
+    return None
 
 
 def _fmt(value: float | None) -> str:
@@ -157,7 +221,11 @@ def _fmt(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    p.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated, of {', '.join(CASES)}, or redis (= {', '.join(ALIASES['redis'])})",
+    )
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--pairs", type=int, default=50)
@@ -174,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-arg", action="append", default=[], help="passed to every bench run (repeatable)")
     p.add_argument("--out", type=Path, help="write every run and the summary here as JSON")
     args = p.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    cases = list(
+        dict.fromkeys(x for c in args.cases.split(",") if c.strip() for x in ALIASES.get(c.strip(), [c.strip()]))
+    )
+    if "redis-overload" in cases and "redis-pairs" not in cases:
+        cases.insert(cases.index("redis-overload"), "redis-pairs")  # the overload rate comes from its capacity
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"unknown case {unknown[0]!r}")
@@ -198,14 +270,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for rnd in range(args.rounds):
         for case in cases:
-            scenario, extra, _, needs_relay = CASES[case]
-            targets = ["relay", "stratochat"] if rnd % 2 == 0 else ["stratochat", "relay"]
-            for target in targets if needs_relay else ["stratochat"]:
-                case_args = [a.format(**sizes) for a in extra]
+            scenario, extra, _, baseline = CASES[case]
+            targets = [baseline, "stratochat"] if rnd % 2 == 0 else ["stratochat", baseline]
+            for target in [t for t in targets if t is not None]:
+                capacity = None
+                if case == "redis-overload":
+                    capacity = _capacity(runs, rnd, target)
                 print(f"round {rnd + 1}/{args.rounds}: {case} on {target}", file=sys.stderr, flush=True)
                 try:
+                    if case == "redis-overload" and not capacity:
+                        raise RuntimeError(f"no redis-pairs capacity of {target} in this round to double")
+                    case_args = [a.format(**sizes, overload=round(2 * (capacity or 0))) for a in extra]
                     result = bench(target, scenario, common + case_args, timeout)
-                except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                    if capacity:
+                        result["capacity"] = capacity
+                        result["capacity_fraction"] = round(result["delivered_per_s"] / capacity, 3)
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
                     # One failed run (a timeout on a busy machine) costs its own value, not the others'.
                     print(f"  failed: {exc}", file=sys.stderr, flush=True)
                     failures.append(f"round {rnd + 1} {case} on {target}: {str(exc).strip().splitlines()[-1]}")
@@ -214,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     lines = [
         f"alternating comparison, {args.rounds} round(s), started {started}",
-        f"{'case':<10} {'metric':<44} {'relay':>10} {'stratochat':>11} {'ratio':>7} {'target':>9}  verdict",
+        f"{'case':<15} {'metric':<44} {'vs':<8} {'baseline':>10} {'stratochat':>11} {'ratio':>7} {'target':>9}"
+        "  verdict",
     ]
     for case in cases:
+        base = CASES[case][3] or "-"
         for metric in CASES[case][2]:
             name = metric.name.format(**sizes)
             by_round: dict[int, dict[str, float | None]] = {}
@@ -224,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                 if r["case"] == case:
                     by_round.setdefault(r["round"], {})[r["target"]] = metric.get(r["result"])
             strat = [x for v in by_round.values() if (x := v.get("stratochat")) is not None]
-            relay = [x for v in by_round.values() if (x := v.get("relay")) is not None]
+            relay = [x for v in by_round.values() if (x := v.get(base)) is not None]
             ratios = [
-                v["stratochat"] / v["relay"]  # type: ignore[operator]
+                v["stratochat"] / v[base]  # type: ignore[operator]
                 for v in by_round.values()
-                if v.get("stratochat") is not None and v.get("relay")
+                if v.get("stratochat") is not None and v.get(base)
             ]
             s_med = statistics.median(strat) if strat else None
             r_med = statistics.median(relay) if relay else None
@@ -249,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "case": case,
                     "metric": name,
-                    "relay": r_med,
+                    "baseline_target": CASES[case][3],
+                    "baseline": r_med,
                     "stratochat": s_med,
                     "ratio": ratio,
                     "ratios": ratios,
@@ -258,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
             lines.append(
-                f"{case:<10} {name:<44} {_fmt(r_med):>10} {_fmt(s_med):>11} {ratio_s:>7} {target:>9}  {verdict}"
+                f"{case:<15} {name:<44} {base:<8} {_fmt(r_med):>10} {_fmt(s_med):>11} {ratio_s:>7} {target:>9}"
+                f"  {verdict}"
             )
     lines += [f"failed: {f}" for f in failures]
     print("\n".join(lines))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 # The embedded file store's URL paths (stdlib only: the default install serves its URLs itself).
 from .adapters.blobs.disk import FORM_OVERHEAD, UPLOAD_PATH
@@ -34,8 +35,7 @@ from .settings import Settings
 from .web import errors
 from .web.access import AccessLog
 from .web.frames import encode_event
-from .web.gateway import SessionSweeper
-from .web.gateway import router as gateway_router
+from .web.gateway import SessionSweeper, serve_socket
 from .web.routes import auth, chats, client_config, files, health, metrics, pages
 from .web.security import OriginPolicy, SecurityHeaders
 from .web.shutdown import Drain
@@ -192,6 +192,17 @@ def build_services(
     )
 
 
+class StratochatApp(FastAPI):
+    """FastAPI, with ``/ws`` handed straight to the gateway (see ``serve_socket``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + "/ws":
+            scope["app"] = self
+            await serve_socket(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     clock = clock or SystemClock()
@@ -252,7 +263,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             log.info("stratochat node %s stopping", services.hub.node_id)
             services.hub.close_all(1001, "server shutting down")
 
-    app = FastAPI(
+    app = StratochatApp(
         title="Stratochat",
         version="0.1.0",
         lifespan=lifespan,
@@ -265,7 +276,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(chats.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.include_router(gateway_router)
     app.include_router(client_config.router)
     app.include_router(files.router)
     app.include_router(files.blob_router)
@@ -295,4 +305,8 @@ def app_from_env() -> FastAPI:
         # Worker processes are nodes of their own: a shared id would make each drop the others'
         # broker payloads as its own echoes, and clear the others' presence entries.
         settings = settings.model_copy(update={"node_id": f"{settings.node_id}-{os.getpid()}"})
-    return create_app(settings)
+    app = create_app(settings)
+    from .cli import tune_gc
+
+    tune_gc()
+    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import sys
@@ -15,10 +16,12 @@ from .settings import Settings
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How every Stratochat node runs uvicorn (the CLI and the test fixtures alike)."""
+    from .web.wsprotocol import DirectWebSocketProtocol
+
     return dict(
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=DirectWebSocketProtocol,
         http="httptools",
         loop="uvloop",
         lifespan="on",
@@ -51,6 +54,16 @@ def raise_open_files_limit() -> tuple[int, int]:
     return want, hard
 
 
+def tune_gc() -> None:
+    """Collect the young generation every 50,000 net allocations instead of 700: a chat server
+    allocates a few short-lived objects per frame, and the default threshold ran a collection every
+    few hundred messages (12% of the CPU per message in the ``pairs`` bench). Objects alive at
+    startup are frozen out of the collector's walks."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -75,7 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ.update({f"STRATOCHAT_{k.upper()}": str(v) for k, v in overrides.items()})
         uvicorn.run("stratochat.app:app_from_env", factory=True, workers=settings.workers, **common)
         return 0
-    uvicorn.run(create_app(settings), **common)
+    app = create_app(settings)
+    tune_gc()
+    uvicorn.run(app, **common)
     return 0
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 SCENARIOS = ("pairs", "fanout", "idle", "reconnect")
-Target = Literal["stratochat", "relay"]
+TARGETS = ("stratochat", "relay", "socketio")
+Target = Literal["stratochat", "relay", "socketio"]
 
 
 @dataclass
@@ -19,8 +20,17 @@ class BenchConfig:
     target: Target = "stratochat"
     # None: the bench starts the target itself (a throwaway server on loopback) and measures it.
     url: str | None = None
-    # A process on this machine to measure (RSS, CPU) when ``url`` points at a server started elsewhere.
+    # Several nodes of one deployment (``--url`` given more than once; ``url`` is the first): clients go
+    # round-robin over them, so the two partners of a pair always sit on different nodes.
+    urls: list[str] = field(default_factory=list)
+    # A process on this machine to measure (RSS, CPU) when ``url`` points at a server started elsewhere;
+    # ``server_pids`` when there are several (their figures are summed).
     server_pid: int | None = None
+    server_pids: list[int] = field(default_factory=list)
+    # Nodes the bench starts itself (without ``url``): more than one, or the socketio target, also starts a
+    # redis-server on loopback (unless ``redis_url`` names one) that the nodes share.
+    nodes: int = 1
+    redis_url: str | None = None
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     duration: float = 10.0
     warmup: float = 2.0
@@ -47,14 +57,26 @@ class BenchConfig:
     timeout: float = 60.0
     relay_ws: str = "websockets-sansio"
     relay_script: Path | None = None
+    socketio_script: Path | None = None
     server_env: dict[str, str] = field(default_factory=dict)
     json: bool = False
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.urls and self.url is None:
+            self.url = self.urls[0]
+        elif self.url is not None and not self.urls:
+            self.urls = [self.url]
+        if self.server_pid is not None and not self.server_pids:
+            self.server_pids = [self.server_pid]
+        elif self.server_pids and self.server_pid is None:
+            self.server_pid = self.server_pids[0]
 
     def public(self) -> dict[str, Any]:
         """The options as they go into a report."""
         out = asdict(self)
         out["relay_script"] = str(self.relay_script) if self.relay_script else None
+        out["socketio_script"] = str(self.socketio_script) if self.socketio_script else None
         for key in ("json", "quiet"):
             out.pop(key)
         return out
@@ -118,11 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"{', '.join(SCENARIOS)} (default: pairs)")
     target = p.add_argument_group("target")
-    target.add_argument("--url", help="a running server (http://host:port); default: start one on loopback")
     target.add_argument(
-        "--target", choices=("stratochat", "relay"), default="stratochat", help="what speaks at --url (or to start)"
+        "--url",
+        action="append",
+        default=[],
+        help="a running server (http://host:port); repeat for the nodes of one deployment (clients go round-robin, "
+        "partners on different nodes); default: start the target on loopback",
     )
-    target.add_argument("--server-pid", type=int, help="measure this local process (with --url)")
+    target.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="stratochat",
+        help="what speaks at --url (or to start): Stratochat, the bare relay, or python-socketio with Redis",
+    )
+    target.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="measure this local process (with --url, repeatable)",
+    )
+    target.add_argument(
+        "--nodes",
+        type=_positive_int,
+        default=1,
+        help="processes to start (without --url); more than one, or --target socketio, share a redis-server "
+        "the bench starts too (default 1)",
+    )
+    target.add_argument("--redis-url", help="a running Redis for the nodes the bench starts, instead of its own")
     target.add_argument(
         "--server-env",
         type=_env_pair,
@@ -133,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument("--relay-ws", default="websockets-sansio", help="uvicorn --ws of a relay the bench starts")
     target.add_argument("--relay-script", type=Path, help="path of benchmarks/relay.py (default: the checkout's)")
+    target.add_argument(
+        "--socketio-script", type=Path, help="path of benchmarks/socketio_relay.py (default: the checkout's)"
+    )
     load = p.add_argument_group("load")
     load.add_argument("--workers", type=_positive_int, help="load-generator processes (default: CPUs, at most 4)")
     load.add_argument("--duration", type=_positive, default=10.0, help="seconds of sending (default 10)")
@@ -177,13 +225,19 @@ def parse(argv: Sequence[str]) -> BenchConfig:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
-    if args.server_pid is not None and args.url is None:
+    if args.server_pid and not args.url:
         parser.error("--server-pid goes with --url (a server the bench starts is measured anyway)")
+    if args.url and (args.nodes != 1 or args.redis_url):
+        parser.error("--nodes and --redis-url are for servers the bench starts, not with --url")
+    if args.target == "relay" and args.nodes > 1:
+        parser.error("the relay has no broker between processes: --nodes > 1 needs stratochat or socketio")
     cfg = BenchConfig(
         scenarios=list(dict.fromkeys(args.scenarios or ["pairs"])),
         target=args.target,
-        url=args.url.rstrip("/") if args.url else None,
-        server_pid=args.server_pid,
+        urls=[u.rstrip("/") for u in args.url],
+        server_pids=list(args.server_pid),
+        nodes=args.nodes,
+        redis_url=args.redis_url,
         duration=args.duration,
         warmup=args.warmup,
         pairs=args.pairs,
@@ -204,6 +258,7 @@ def parse(argv: Sequence[str]) -> BenchConfig:
         timeout=args.timeout,
         relay_ws=args.relay_ws,
         relay_script=args.relay_script,
+        socketio_script=args.socketio_script,
         server_env=dict(args.server_env),
         json=args.json,
         quiet=args.quiet,

@@ -147,8 +147,12 @@ def table(report: dict[str, Any]) -> str:
         for values in rows_of(run):
             rows.append([_fmt(values[key], 2 if key in ("p50", "p99", "p999") else 1) for _, key in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    urls = report.get("urls") or [report["url"]]
+    where = report["url"] if len(urls) == 1 else f"{len(urls)} nodes ({', '.join(urls)})"
+    if report.get("redis"):
+        where += f" with Redis at {report['redis']}"
     lines = [
-        f"stratochat bench: {report['target']} at {report['url']}  ({report['date']}, "
+        f"stratochat bench: {report['target']} at {where}  ({report['date']}, "
         f"{report['machine']['cpus']} CPUs, {report['config']['workers']} load workers)",
     ]
     for i, r in enumerate(rows):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import signal
 import sys
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 
 from . import report, scenarios
 from .config import BenchConfig, parse
-from .server import BenchSetupError, ProcStats, Sample, StartedServer
+from .server import BenchSetupError, ProcStats, Sample, StartedDeployment
 from .stats import Histogram, missing
 from .workers import raise_fd_limit, worker_main
 
@@ -35,11 +36,21 @@ class BenchRunError(Exception):
 
 
 class ScenarioRun:
-    def __init__(self, cfg: BenchConfig, scenario: str, url: str, stats: ProcStats | None, progress: report.Progress):
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        scenario: str,
+        urls: list[str],
+        stats: ProcStats | None,
+        progress: report.Progress,
+        redis_stats: ProcStats | None = None,
+    ):
         self.cfg = cfg
         self.scenario = scenario
-        self.url = url
+        self.urls = urls
+        self.url = urls[0]
         self.stats = stats
+        self.redis_stats = redis_stats
         self.progress = progress
         self.conns: list[Connection] = []
         self.procs: list[BaseProcess] = []
@@ -152,12 +163,15 @@ class ScenarioRun:
     def sample(self) -> Sample | None:
         return self.stats.sample() if self.stats is not None else None
 
+    def redis_sample(self) -> Sample | None:
+        return self.redis_stats.sample() if self.redis_stats is not None else None
+
     # the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.monotonic()
         self.progress.show(self.label, "setting up accounts and chats")
-        setup = asyncio.run(scenarios.setup(cfg, self.scenario, self.url))
+        setup = asyncio.run(scenarios.setup(cfg, self.scenario, self.urls))
         result: dict[str, Any] = {"scenario": self.scenario, **setup.info}
         if self.scenario in ("pairs", "fanout"):
             result["mode"] = f"rate {cfg.rate:g}/s" if cfg.rate is not None else f"window {cfg.window}"
@@ -192,9 +206,9 @@ class ScenarioRun:
         t_stop = t_go + int(cfg.duration * 1e9)
         self.broadcast("go", t_go=t_go, t_measure=t_measure, t_stop=t_stop)
         self.pump_until(t_measure)
-        s0 = self.sample()
+        s0, r0 = self.sample(), self.redis_sample()
         self.pump_until(t_stop)
-        s1 = self.sample()
+        s1, r1 = self.sample(), self.redis_sample()
         window_s = cfg.duration - cfg.warmup
         done = self._drain_traffic(setup, result, window_s)
         s2 = self.sample()
@@ -212,6 +226,14 @@ class ScenarioRun:
                 "rss_kb_start": s0.rss_kb,
                 "rss_kb_end": (s2 or s1).rss_kb,
             }
+            self._nodes_and_redis(result["server"], r0, r1)
+
+    def _nodes_and_redis(self, server: dict[str, Any], r0: Sample | None, r1: Sample | None) -> None:
+        """Several nodes: which pids the server figures sum; a Redis the bench started: its cores."""
+        if self.stats is not None and len(self.stats.pids) > 1:
+            server["pids"] = list(self.stats.pids)
+        if r0 is not None and r1 is not None:
+            server["redis_cores"] = round((r1.cpu_s - r0.cpu_s) / max(1e-9, r1.at - r0.at), 2)
 
     def _drain_traffic(self, setup: scenarios.Setup, into: dict[str, Any], window_s: float) -> list[dict[str, Any]]:
         """After the senders stopped: collect what was sent and acked, tell each worker what its receivers
@@ -304,11 +326,11 @@ class ScenarioRun:
         missed = asyncio.run(scenarios.send_missed(cfg, self.url, setup.chats))
         errors.update(missed["errors"])
         acked: dict[str, set[int]] = {c: set(seqs) for c, seqs in missed["acked"].items()}
-        s0 = self.sample()
+        s0, r0 = self.sample(), self.redis_sample()
         t0 = time.monotonic_ns()
         self.broadcast("reconnect", t0=t0)
         done = self.collect("recovered", cfg.timeout + 30)
-        s1 = self.sample()
+        s1, r1 = self.sample(), self.redis_sample()
         t_end = time.monotonic_ns()
         elapsed = max(1e-9, (t_end - t0) / 1e9)
         self.broadcast("stop_live", t_stop=t_end)
@@ -362,6 +384,7 @@ class ScenarioRun:
                 "cores": round((s1.cpu_s - s0.cpu_s) / elapsed, 2),
                 "rss_kb_end": s1.rss_kb,
             }
+            self._nodes_and_redis(result["server"], r0, r1)
         rec = result["recovery_s"]
         result["notes"] = [
             f"{complete:,} of {cfg.clients:,} clients recovered every missed message: all within "
@@ -396,33 +419,49 @@ def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = Non
         "runs": [],
     }
     with contextlib.ExitStack() as stack:
+        redis_stats = None
         if cfg.url is None:
-            progress.show("bench", f"starting a {cfg.target} server")
-            server = stack.enter_context(StartedServer(cfg))
-            url: str = server.url
-            pid: int | None = server.pid
+            nodes = f"{cfg.nodes} {cfg.target} servers" if cfg.nodes > 1 else f"a {cfg.target} server"
+            progress.show("bench", f"starting {nodes}")
+            deployment = stack.enter_context(StartedDeployment(cfg))
+            urls = deployment.urls
+            pids = deployment.pids
+            if deployment.redis_pid is not None:
+                redis_stats = ProcStats(deployment.redis_pid)
+            doc["redis"] = deployment.redis_url
         else:
-            url, pid = cfg.url, cfg.server_pid
-        doc["url"] = url
-        stats = ProcStats(pid) if pid is not None else None
+            urls, pids = cfg.urls, cfg.server_pids
+        doc["url"] = urls[0]
+        doc["urls"] = urls
+        stats = ProcStats(*pids) if pids else None
         for scenario in cfg.scenarios:
-            if scenario == "reconnect" and cfg.target == "relay":
-                doc["runs"].append({"scenario": scenario, "skipped": "the relay keeps no history to recover from"})
+            if scenario == "reconnect" and cfg.target != "stratochat":
+                doc["runs"].append(
+                    {"scenario": scenario, "skipped": f"the {cfg.target} baseline keeps no history to recover from"}
+                )
                 continue
-            doc["runs"].append(ScenarioRun(cfg, scenario, url, stats, progress).run())
+            doc["runs"].append(ScenarioRun(cfg, scenario, urls, stats, progress, redis_stats).run())
     report.write(doc, cfg.json, out)
     return doc
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str]) -> int:
     """``stratochat bench ...``: 0 when every run delivered everything exactly once, 3 when some run
     lost or duplicated messages, 1 when a scenario could not run."""
     cfg = parse(argv)
+    # SIGTERM (a timeout, a supervisor) unwinds like Ctrl-C, so the servers and workers are stopped.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         doc = run(cfg)
     except (BenchSetupError, BenchRunError) as exc:
         print(f"stratochat bench: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bad = [
         r
         for r in doc["runs"]

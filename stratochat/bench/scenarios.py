@@ -37,6 +37,9 @@ class ClientSpec:
     tracks: tuple[int, ...] = ()
     # reconnect: the chats this client recovers.
     chats: tuple[str, ...] = ()
+    # socketio: the room this client joins (its key, sent in the connect packet's auth); it sends to
+    # the room in ``chat_id``.
+    room: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,11 +77,11 @@ class Setup:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def ws_url(base_url: str) -> str:
+def ws_url(base_url: str, path: str = "/ws") -> str:
     if base_url.startswith("https://"):
-        return "wss://" + base_url[len("https://") :] + "/ws"
+        return "wss://" + base_url[len("https://") :] + path
     if base_url.startswith("http://"):
-        return "ws://" + base_url[len("http://") :] + "/ws"
+        return "ws://" + base_url[len("http://") :] + path
     raise BenchSetupError(f"--url must start with http:// or https://, not {base_url!r}")
 
 
@@ -95,6 +98,39 @@ def check_ports(base_url: str, sockets: int) -> None:
             f"{sockets:,} sockets to {base_url} need as many local ports, but net.ipv4.ip_local_port_range "
             f"{ports[0]}-{ports[1]} has {free:,}; widen it (sysctl -w net.ipv4.ip_local_port_range='1024 65535')"
         )
+
+
+def check_node_ports(base_urls: list[str], sockets: int) -> None:
+    """``check_ports`` for sockets spread evenly over the nodes: each node's address has its own ports."""
+    per_node = -(-sockets // len(base_urls))
+    for base_url in base_urls:
+        check_ports(base_url, per_node)
+
+
+# Engine.IO v4 over a WebSocket from the start (no long-polling), as python-socketio serves it.
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+class Nodes:
+    """The socket URL of each client: client ``cid`` on node ``cid % n``. A pair is two consecutive
+    clients, so with several nodes its partners always sit on different ones (every message crosses
+    the broker); fan-out receivers and idle sockets spread evenly."""
+
+    def __init__(self, base_urls: list[str], target: str, run_id: str) -> None:
+        path = SOCKETIO_PATH if target == "socketio" else "/ws"
+        self.urls = [ws_url(u, path) for u in base_urls]
+        self.target = target
+        self.run_id = run_id
+
+    def url(self, cid: int, relay_room: str | None = None) -> str:
+        url = self.urls[cid % len(self.urls)]
+        if self.target == "relay" and relay_room is not None:
+            return f"{url}?room={relay_room}"
+        return url
+
+    def room(self, name: str | int) -> str | None:
+        """socketio: a room name unique to this run, so runs against one long-lived server do not mix."""
+        return f"{self.run_id}-{name}" if self.target == "socketio" else None
 
 
 async def gather_limited(jobs: list[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
@@ -176,18 +212,21 @@ def _plans(cfg: BenchConfig, scenario: str, base_url: str, run_id: str, n_worker
     ]
 
 
-async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
-    """Create what ``scenario`` needs on the server and split its clients over the workers."""
+async def setup(cfg: BenchConfig, scenario: str, base_urls: list[str]) -> Setup:
+    """Create what ``scenario`` needs on the server and split its clients over the workers (and their
+    sockets over the nodes of ``base_urls``; REST setup goes to the first, the nodes share a store)."""
     run_id = secrets.token_hex(3)
-    relay = cfg.target == "relay"
-    url = ws_url(base_url)
+    base_url = base_urls[0]
+    # The baselines have no accounts and no chats: a "chat" is a room name.
+    baseline = cfg.target != "stratochat"
+    nodes = Nodes(base_urls, cfg.target, run_id)
     api = ContractClient(base_url, cfg.timeout)
     try:
         if scenario == "pairs":
             n_workers = min(cfg.workers, cfg.pairs)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
-            accounts = [] if relay else await api.accounts(run_id, 2 * cfg.pairs)
-            if relay:
+            accounts = [] if baseline else await api.accounts(run_id, 2 * cfg.pairs)
+            if baseline:
                 chats = [f"{run_id}-p{i}" for i in range(cfg.pairs)]
             else:
                 chats = await gather_limited(
@@ -202,12 +241,14 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
                     plans[i % n_workers].clients.append(
                         ClientSpec(
                             cid=me,
-                            ws_url=f"{url}?room={chat}" if relay else url,
-                            token=None if relay else accounts[me].token,
-                            chat_id=chat,
+                            ws_url=nodes.url(me, chat),
+                            token=None if baseline else accounts[me].token,
+                            # socketio: each joins its own room and sends to its partner's.
+                            chat_id=nodes.room(peer) or chat,
                             sender_key=me,
                             receives_from=(peer,),
                             tracks=(peer,),
+                            room=nodes.room(me),
                         )
                     )
             senders = 2 * cfg.pairs
@@ -215,18 +256,21 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
         elif scenario == "fanout":
             n_workers = min(cfg.workers, cfg.group)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
-            accounts = [] if relay else await api.accounts(run_id, cfg.group + 1)
-            if relay:
+            accounts = [] if baseline else await api.accounts(run_id, cfg.group + 1)
+            if baseline:
                 chat = f"{run_id}-fanout"
             else:
                 chat = await api.chat(accounts[0], [a.username for a in accounts[1:]], f"bench fanout {run_id}")
+            # socketio: the receivers all join the group's room, the sender one of its own.
+            group_room = nodes.room("fanout")
             plans[0].clients.append(
                 ClientSpec(
                     cid=0,
-                    ws_url=f"{url}?room={chat}" if relay else url,
-                    token=None if relay else accounts[0].token,
-                    chat_id=chat,
+                    ws_url=nodes.url(0, chat),
+                    token=None if baseline else accounts[0].token,
+                    chat_id=group_room or chat,
                     sender_key=0,
+                    room=nodes.room("fanout-sender"),
                 )
             )
             for j in range(1, cfg.group + 1):
@@ -234,34 +278,36 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
                 plans[(j - 1) % n_workers].clients.append(
                     ClientSpec(
                         cid=j,
-                        ws_url=f"{url}?room={chat}" if relay else url,
-                        token=None if relay else accounts[j].token,
+                        ws_url=nodes.url(j, chat),
+                        token=None if baseline else accounts[j].token,
                         receives_from=(0,),
                         tracks=(0,) if j == 1 else (),
+                        room=group_room,
                     )
                 )
             senders = 1
             info = {"group": cfg.group, "senders": 1}
         elif scenario == "idle":
-            check_ports(base_url, cfg.sockets)
+            check_node_ports(base_urls, cfg.sockets)
             n_workers = min(cfg.workers, cfg.sockets)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
             n_users = cfg.accounts_for(cfg.sockets)
-            accounts = [] if relay else await api.accounts(run_id, n_users)
+            accounts = [] if baseline else await api.accounts(run_id, n_users)
             for i in range(cfg.sockets):
                 plans[i % n_workers].clients.append(
                     ClientSpec(
                         cid=i,
-                        ws_url=f"{url}?room={run_id}-i{i}" if relay else url,
-                        token=None if relay else accounts[i % n_users].token,
+                        ws_url=nodes.url(i, f"{run_id}-i{i}"),
+                        token=None if baseline else accounts[i % n_users].token,
+                        room=nodes.room(f"i{i}"),
                     )
                 )
             senders = 0
-            info = {"sockets": cfg.sockets, "users": 0 if relay else n_users}
+            info = {"sockets": cfg.sockets, "users": 0 if baseline else n_users}
         elif scenario == "reconnect":
-            if relay:
-                raise BenchSetupError("reconnect needs a Stratochat target: the relay keeps no history")
-            check_ports(base_url, cfg.clients + 2 * cfg.live_pairs)
+            if baseline:
+                raise BenchSetupError(f"reconnect needs a Stratochat target: the {cfg.target} keeps no history")
+            check_node_ports(base_urls, cfg.clients + 2 * cfg.live_pairs)
             n_workers = min(cfg.workers, cfg.clients)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
             n_users = max(2, cfg.accounts_for(cfg.clients))
@@ -277,10 +323,10 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
             for i in range(cfg.clients):
                 u = i % n_users
                 plans[i % n_workers].clients.append(
-                    ClientSpec(cid=i, ws_url=url, token=accounts[u].token, chats=(chat_ids[u // 2],))
+                    ClientSpec(cid=i, ws_url=nodes.url(i), token=accounts[u].token, chats=(chat_ids[u // 2],))
                 )
             pairs_of = {c: (accounts[2 * k], accounts[2 * k + 1]) for k, c in enumerate(chat_ids)}
-            live = await _live_plan(cfg, api, url, run_id, n_workers, base_url) if cfg.live_pairs else None
+            live = await _live_plan(cfg, api, nodes, run_id, n_workers, base_url) if cfg.live_pairs else None
             if live is not None:
                 plans.append(live)
             result = Setup(plans, 2 * cfg.live_pairs, accounts, pairs_of)
@@ -304,7 +350,7 @@ async def setup(cfg: BenchConfig, scenario: str, base_url: str) -> Setup:
 
 
 async def _live_plan(
-    cfg: BenchConfig, api: ContractClient, url: str, run_id: str, index: int, base_url: str
+    cfg: BenchConfig, api: ContractClient, nodes: Nodes, run_id: str, index: int, base_url: str
 ) -> WorkerPlan:
     """reconnect: the live pairs, in a load-generator process of their own, so the recovering clients'
     work in the generator does not delay their sends. Open loop: ``live_rate`` msg/s in total."""
@@ -321,7 +367,7 @@ async def _live_plan(
             plan.clients.append(
                 ClientSpec(
                     cid=me,
-                    ws_url=url,
+                    ws_url=nodes.url(me),  # like the pairs: partners on different nodes
                     token=accounts[me].token,
                     chat_id=chat,
                     sender_key=me,

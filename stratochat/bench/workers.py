@@ -88,6 +88,9 @@ class Worker:
         self.conn = conn
         self.plan = plan
         self.contract = plan.target == "stratochat"
+        # Socket.IO v5 over Engine.IO v4, spoken directly over the same websockets client, so one
+        # generator, one clock and one loss/duplicate account drive every target alike.
+        self.sio = plan.target == "socketio"
         self.clients = [Client(s) for s in plan.clients]
         self.senders: dict[int, Sender] = {
             c.spec.sender_key: Sender(c, plan.window) for c in self.clients if c.spec.sender_key is not None
@@ -330,10 +333,34 @@ class Worker:
                     self.errors[f"ready: {describe(exc)}"] += 1
                     await ws.close()
                     return False
+            elif self.sio:
+                try:
+                    await asyncio.wait_for(self._sio_connect(ws, client.spec.room), self.plan.timeout)
+                except Exception as exc:
+                    self.errors[f"socket.io connect: {describe(exc)}"] += 1
+                    await ws.close()
+                    return False
         client.ws = ws
         client.reader = asyncio.create_task(self._read(client))
         self.connected += 1
         return True
+
+    @staticmethod
+    async def _sio_connect(ws: ClientConnection, room: str | None) -> None:
+        """Engine.IO open packet (``0{sid, pingInterval, ...}``), then the Socket.IO CONNECT to the default
+        namespace with our room as auth (``40{...}``), answered by ``40{"sid": ...}`` or a CONNECT_ERROR."""
+        opened = await ws.recv()
+        if not isinstance(opened, str) or not opened.startswith("0"):
+            raise ValueError(f"expected an Engine.IO open packet, got {str(opened)[:40]!r}")
+        await ws.send("40" + orjson.dumps({"key": room}).decode())
+        while True:
+            reply = await ws.recv()
+            if reply == "2":  # a ping this early: answer it and keep waiting
+                await ws.send("3")
+                continue
+            if isinstance(reply, str) and reply.startswith("40"):
+                return
+            raise ValueError(f"socket.io connect refused: {str(reply)[:80]!r}")
 
     async def close_all(self, clients: list[Client] | None = None) -> None:
         self.closing = True
@@ -386,14 +413,14 @@ class Worker:
             return False
         n = s.n
         s.n += 1
-        frame = orjson.dumps(
-            {
-                "type": "send",
-                "chat_id": s.chat_id,
-                "content": f"{s.key}:{n}:{t}:{self.pad}",
-                "client_msg_id": f"{s.key}-{n}",
-            }
-        )
+        content = f"{s.key}:{n}:{t}:{self.pad}"
+        if self.sio:
+            # An EVENT packet (4 = Engine.IO message, 2 = Socket.IO EVENT) to the default namespace.
+            frame = b"42" + orjson.dumps(["send", {"to": s.chat_id, "content": content}])
+        else:
+            frame = orjson.dumps(
+                {"type": "send", "chat_id": s.chat_id, "content": content, "client_msg_id": f"{s.key}-{n}"}
+            )
         try:
             await ws.send(frame, text=True)
         except ConnectionClosed as exc:
@@ -412,9 +439,11 @@ class Worker:
             async for raw in ws:
                 now = time.monotonic_ns()
                 try:
-                    frame = orjson.loads(raw)
-                    self._on_frame(client, frame, now)
-                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, KeyError):
+                    if self.sio:
+                        await self._on_sio_packet(client, ws, raw, now)
+                    else:
+                        self._on_frame(client, orjson.loads(raw), now)
+                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, KeyError, IndexError):
                     self.errors["bad frame"] += 1
         except ConnectionClosed as exc:
             if not self.closing:
@@ -446,6 +475,24 @@ class Worker:
                     sender.errored += 1
                     sender.window.release()  # refused: it will not be delivered
 
+    async def _on_sio_packet(self, client: Client, ws: ClientConnection, raw: str | bytes, now: int) -> None:
+        if not isinstance(raw, str):
+            raise ValueError("binary packet")
+        if raw == "2":  # Engine.IO ping from the server: a pong, or it closes the socket
+            await ws.send("3")
+        elif raw.startswith("42"):
+            event, data = orjson.loads(raw[2:])[:2]
+            if event == "message":
+                self._delivery(client, data["content"], now, None, None)
+            else:
+                self.errors[f"socket.io event: {event}"] += 1
+        elif raw.startswith("41") or raw.startswith("1"):
+            self.errors["socket.io disconnect"] += 1
+        elif raw.startswith("44"):
+            self.errors["socket.io connect_error"] += 1
+        elif raw != "6":  # 6 is a noop
+            self.errors["bad frame"] += 1
+
     def _delivery(self, client: Client, content: str, now: int, chat_id: str | None, seq: int | None) -> None:
         if client.spec.chats:  # a reconnecting client: recovery counts by seq
             if chat_id is not None and seq is not None and chat_id in client.recovered:
@@ -455,7 +502,11 @@ class Worker:
         key, n, t = int(key_s), int(n_s), int(t_s)
         bitmap = client.received.get(key)
         if bitmap is None:
-            self.errors["message from an unexpected sender"] += 1
+            if key == client.spec.sender_key:
+                # The contract sends the sending socket an ack, and the message only to the other sockets.
+                self.errors["own message echoed to its sending socket"] += 1
+            else:
+                self.errors["message from an unexpected sender"] += 1
             return
         if not bitmap.add(n):
             self.duplicates += 1

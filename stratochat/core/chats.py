@@ -47,6 +47,13 @@ class MembershipCache:
             return None
         return self.remember(chat)
 
+    def cached(self, chat_id: str) -> frozenset[str] | None:
+        """The members if the chat is cached, without asking the store."""
+        members = self._cache.get(chat_id)
+        if members is not None:
+            self._cache.move_to_end(chat_id)
+        return members
+
     def remember(self, chat: Chat) -> frozenset[str]:
         members = frozenset(chat.member_ids)
         self._cache[chat.chat_id] = members
@@ -82,6 +89,16 @@ class ChatService:
             raise NotFound("no such chat")
         members = await self.membership.members(chat_id)
         if members is None or user_id not in members:
+            raise NotFound("no such chat")
+        return members
+
+    def cached_members(self, user_id: str, chat_id: object) -> frozenset[str] | None:
+        """``require_member`` answered from the cache alone: the members, ``NotFound``, or None when
+        only the store can tell."""
+        if not isinstance(chat_id, str) or not chat_id or len(chat_id) > 64:
+            raise NotFound("no such chat")
+        members = self.membership.cached(chat_id)
+        if members is not None and user_id not in members:
             raise NotFound("no such chat")
         return members
 

@@ -34,6 +34,8 @@ FetchSeqs = Callable[[str], Awaitable[dict[str, int]]]
 MAX_FILL = 1000
 # The most broker messages sent in one publish call (one Redis pipeline).
 PUBLISH_BATCH = 512
+# The most broker messages waiting to be published.
+OUTBOX_MAX = 100_000
 
 
 class Connection(Protocol):
@@ -84,6 +86,8 @@ class Hub:
         self._fetch_seqs = fetch_seqs
         self._users: dict[str, _UserSlot] = {}
         self._outbox: list[tuple[str, bytes]] = []
+        # message_id -> the local connection sending it, from submit until the hub has delivered it.
+        self._sending: dict[str, str] = {}
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._publisher: asyncio.Task[None] | None = None
@@ -92,7 +96,13 @@ class Hub:
         self.draining = False
         self.on_first_attach: Callable[[str], Awaitable[None]] | None = None
         self.on_last_detach: Callable[[str], Awaitable[None]] | None = None
-        self.stats = {"broker_in": 0, "broker_in_dropped": 0, "gaps_filled": 0, "duplicates_dropped": 0}
+        self.stats = {
+            "broker_in": 0,
+            "broker_in_dropped": 0,
+            "broker_out_dropped": 0,
+            "gaps_filled": 0,
+            "duplicates_dropped": 0,
+        }
 
     # lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,6 +175,14 @@ class Hub:
             conn.close(code, reason)
 
     # fan-out -------------------------------------------------------------------------------------
+    def sending(self, message_id: str, conn_id: str) -> None:
+        """A local socket is sending this message. Until ``sent``, a gap fill that fetches it from the
+        store (a later message overtook it over the broker) leaves that socket out: it gets an ack."""
+        self._sending[message_id] = conn_id
+
+    def sent(self, message_id: str) -> None:
+        self._sending.pop(message_id, None)
+
     def deliver(self, user_ids: Iterable[str], event: Event, exclude: str | None = None) -> None:
         """Send ``event`` to every socket of ``user_ids`` (but connection ``exclude``), here and on the
         other nodes. Serialised once, however many sockets receive it. Never blocks."""
@@ -186,6 +204,11 @@ class Hub:
             if slot is not None:
                 self._deliver_local(uid, slot, frame, chat_seq, exclude)
             self._outbox.append((user_topic(uid), payload))
+        if len(self._outbox) > OUTBOX_MAX:
+            # The broker is far behind: shed the oldest (at most once; receivers fill from the store).
+            shed = len(self._outbox) - OUTBOX_MAX
+            del self._outbox[:shed]
+            self.stats["broker_out_dropped"] += shed
         self._outbox_ready.set()
 
     def revoke_session(self, user_id: str, session_id: str) -> None:
@@ -262,13 +285,19 @@ class Hub:
             return
         queued = sorted(slot.filling.pop(chat_id, []), key=lambda p: p[0])
         self.stats["gaps_filled"] += 1
-        frames = [(m.seq, self._encode(MessageEvent(m)), None) for m in missing] + queued
+        # A fetched message that also queued up meanwhile (committed here while we fetched) keeps
+        # its queued copy, which knows the socket that sent it.
+        sending, queued_seqs = self._sending, {p[0] for p in queued}
+        missing = [m for m in missing if m.seq not in queued_seqs]
+        frames = [(m.seq, self._encode(MessageEvent(m)), sending.get(m.message_id)) for m in missing]
+        frames = sorted(frames + queued, key=lambda p: p[0])
         last = slot.last_seq.get(chat_id, 0)
         for i, (seq, frame, exclude) in enumerate(frames):
             if seq <= last:
                 continue
-            if seq > last + 1 and missing and i >= len(missing) and not failed and len(missing) < MAX_FILL:
-                # A new gap among the frames that queued up meanwhile: fill again from there.
+            if seq > last + 1 and i > 0 and not failed and len(missing) < MAX_FILL:
+                # A new gap among the frames that queued up meanwhile: fill again from there (this
+                # fill delivered something first, so the next one starts further on).
                 slot.last_seq[chat_id] = last
                 slot.filling[chat_id] = frames[i:]
                 self._spawn(self._fill(user_id, chat_id))

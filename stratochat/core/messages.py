@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .chats import ChatService
 from .errors import BadRequest, RateLimited, TooLarge
 from .events import MessageEvent
 from .hub import Hub
+from .ids import message_ids
 from .limits import TierPolicy, TokenBuckets
 from .models import FileRef, Message, MessageDraft, User
 from .ports import Clock, MessageStore
@@ -108,8 +110,35 @@ class MessageService:
             except BaseException:
                 self._burst.give_back(user.user_id)
                 raise
-        draft = MessageDraft(
-            message_id=uuid.uuid4().hex,
+        return await self._store(user, members, self._draft(user, chat_id, text, cmid, file), origin)
+
+    def submit(
+        self, user: User, chat_id: object, content: object, client_msg_id: object = None, *, origin: str | None = None
+    ) -> asyncio.Future[tuple[Message, bool]] | None:
+        """``send`` of a text message, started now without a coroutine of its own (the socket hot path).
+        The checks run before this returns and raise as ``send`` would; the future resolves after the
+        fan-out. None when only the store can answer a check (membership not cached, the sender over
+        the burst limit): use ``send``."""
+        text = self.check_content(content)
+        cmid = check_client_msg_id(client_msg_id)
+        members = self._chats.cached_members(user.user_id, chat_id)
+        if members is None or self._burst.take(user.user_id) > 0:
+            return None
+        assert isinstance(chat_id, str)
+        draft = self._draft(user, chat_id, text, cmid, None)
+        try:
+            fut = self._messages.submit_message(draft, daily_limit=self._tiers.limits_for(user).daily_messages)
+        except BaseException:
+            self._burst.give_back(user.user_id)
+            raise
+        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
+        if origin is not None:
+            self._hub.sending(draft.message_id, origin)
+        return fut
+
+    def _draft(self, user: User, chat_id: str, text: str, cmid: str | None, file: FileRef | None) -> MessageDraft:
+        return MessageDraft(
+            message_id=message_ids.next(),
             chat_id=chat_id,
             sender_id=user.user_id,
             sender=user.username,
@@ -119,22 +148,45 @@ class MessageService:
             client_msg_id=cmid,
             file=file,
         )
+
+    async def _store(
+        self, user: User, members: frozenset[str], draft: MessageDraft, origin: str | None
+    ) -> tuple[Message, bool]:
         limits = self._tiers.limits_for(user)
         try:
-            if file is None:
-                message, created = await self._messages.append_message(draft, daily_limit=limits.daily_messages)
-            else:
-                message, created = await self._messages.append_message(
-                    draft, daily_limit=limits.daily_messages, storage_limit=limits.storage_bytes
-                )
+            fut = self._messages.submit_message(
+                draft,
+                daily_limit=limits.daily_messages,
+                storage_limit=limits.storage_bytes if draft.file is not None else None,
+            )
         except BaseException:
             self._burst.give_back(user.user_id)
             raise
-        if created:
-            self._hub.deliver(members, MessageEvent(message), exclude=origin)
+        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
+        if origin is not None:
+            self._hub.sending(draft.message_id, origin)
+        # Shielded: a caller that goes away must not cancel a write that may land (and must fan out).
+        return await asyncio.shield(fut)
+
+    def _stored(
+        self,
+        sender_id: str,
+        members: frozenset[str],
+        origin: str | None,
+        message_id: str,
+        fut: asyncio.Future[tuple[Message, bool]],
+    ) -> None:
+        """After the store answered: fan a new message out; refund the burst token of anything else."""
+        if not fut.cancelled() and fut.exception() is None:
+            message, created = fut.result()
+            if created:
+                self._hub.deliver(members, MessageEvent(message), exclude=origin)
         else:
-            self._burst.give_back(user.user_id)
-        return message, created
+            created = False
+        if origin is not None:
+            self._hub.sent(message_id)
+        if not created:
+            self._burst.give_back(sender_id)
 
     async def _retried(self, chat_id: str, sender_id: str, cmid: str | None) -> Message | None:
         # A file is sent once: the retry of a stored file message must be answered before the file's

@@ -7,6 +7,7 @@ UserStore, SessionStore, ChatStore, MessageStore and UsageStore at once). The co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,6 +115,15 @@ class MessageStore(Protocol):
         differ from ``draft.file``: ``BadRequest``, writing nothing; so two concurrent sends of one file
         store one message. Unknown chat: ``NotFound``.
         """
+        ...
+
+    def submit_message(
+        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+    ) -> asyncio.Future[tuple[Message, bool]]:
+        """``append_message`` started now, as a future that resolves (or fails) as it would return:
+        the socket hot path keeps many sends in flight without a coroutine per message. A store that
+        orders writes (SQLite's single writer) applies submissions in call order. Must be called from
+        the event loop; a store that is not open fails the call at once (``Unavailable``)."""
         ...
 
     async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:

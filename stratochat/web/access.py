@@ -16,6 +16,12 @@ log = logging.getLogger("stratochat.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def request_id_of(scope: Scope) -> str:
+    """The caller's ``X-Request-Id`` if it is a safe token, else a fresh one."""
+    given = Headers(scope=scope).get("x-request-id", "")
+    return given if _SAFE_ID.match(given) else uuid.uuid4().hex[:16]
+
+
 class AccessLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -24,8 +30,7 @@ class AccessLog:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
-        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex[:16]
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 0

@@ -1,9 +1,10 @@
 """``/ws``: the handshake (session and Origin), the frame loop, and a bounded outbound queue per socket.
 
-Each socket has one writer task draining its queue, so fan-out never waits on a slow client; a client
-whose queue overflows is closed (1013) instead of growing memory. Sends are pipelined: the reader
-submits each ``send`` frame in order and goes on reading while the store commits, up to
-``MAX_IN_FLIGHT`` per socket (beyond that it stops reading, which pushes back on the client).
+Fan-out never waits on a slow client: frames queue per socket and are written once per loop turn
+(``SocketConnection``); a client whose queue overflows is closed (1013) instead of growing memory.
+Sends are pipelined: the reader submits each ``send`` frame to the store in order and goes on reading
+while the store commits, up to ``MAX_IN_FLIGHT`` per socket (beyond that it stops reading, which
+pushes back on the client); each ack follows from its store future, with no task per message.
 """
 
 from __future__ import annotations
@@ -14,20 +15,24 @@ import logging
 import time
 import uuid
 from collections import deque
+from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
 from ..core.errors import StratochatError, Unauthorized
-from ..core.models import Session, User
+from ..core.models import Message, Session, User
 from ..core.services import Services
+from ..logs import request_id
+from .access import request_id_of
 from .deps import get_origins, get_services, token_of
 from .frames import ack_frame, dumps, error_frame, error_frame_for, user_json
+from .wsprotocol import DIRECT, DirectWriter
 
 log = logging.getLogger("stratochat.gateway")
-router = APIRouter()
 
 MAX_IN_FLIGHT = 64
 # Frames other than sends a socket may send: a steady rate and a burst (sends meet the per-user limits).
@@ -37,11 +42,19 @@ CLOSE_TOO_SLOW = 1013
 
 
 class SocketConnection:
-    """One accepted socket: what the hub delivers to (``send_text``, ``close``)."""
+    """One accepted socket: what the hub delivers to (``send_text``, ``close``).
+
+    Frames queue in ``_out``. Under our uvicorn protocol (``DirectWriter``) the queue is flushed once
+    per loop turn, all of it in one write; elsewhere one writer task sends them through ASGI.
+    """
 
     __slots__ = (
         "_closing",
+        "_direct",
         "_out",
+        "_scheduled",
+        "_started",
+        "_waiter",
         "_wake",
         "_ws",
         "conn_id",
@@ -60,11 +73,18 @@ class SocketConnection:
         self.session = session
         self._ws = ws
         self._out: deque[str] = deque()
-        self._wake = asyncio.Event()
+        extension = ws.scope.get("extensions", {}).get(DIRECT)
+        self._direct: DirectWriter | None = extension["writer"] if extension else None
+        self._wake: asyncio.Event | None = None if self._direct else asyncio.Event()
+        self._scheduled = False
+        self._started = False
         self._closing: tuple[int, str] | None = None
         self.max_queue = max_queue
-        self.in_flight: set[asyncio.Task[None]] = set()
-        self.writer: asyncio.Task[None] | None = None
+        # Sends submitted to the store and not answered yet (at most MAX_IN_FLIGHT).
+        self.in_flight = 0
+        self._waiter: asyncio.Future[None] | None = None
+        # The writer task, or under DirectWriter the task that sends the close frame.
+        self.writer: asyncio.Future[None] | None = None
         self.tokens = FRAME_BURST
         self.tokens_at = time.monotonic()
 
@@ -76,6 +96,28 @@ class SocketConnection:
     def session_id(self) -> str:
         return self.session.session_id
 
+    def start(self) -> None:
+        """Begin writing (frames queued before this wait, so the ready frame goes first)."""
+        self._started = True
+        if self._direct is not None:
+            self._direct.on_writable = self._flush
+            self._flush()
+        else:
+            self.writer = asyncio.create_task(self._run_writer(), name="ws-writer")
+
+    async def wait_in_flight(self, below: int) -> None:
+        """Until fewer than ``below`` sends are in flight."""
+        while self.in_flight >= below:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def landed(self) -> None:
+        """A send in flight was answered."""
+        self.in_flight -= 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def send_text(self, frame: str) -> None:
         if self._closing is not None:
             return
@@ -85,17 +127,39 @@ class SocketConnection:
             self.close(CLOSE_TOO_SLOW, "too slow to keep up")
             return
         self._out.append(frame)
-        self._wake.set()
+        self._kick()
 
     def send_first(self, frame: str) -> None:
         """Queue ``frame`` ahead of everything already queued (the ready frame)."""
         self._out.appendleft(frame)
-        self._wake.set()
+        self._kick()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason)
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._wake is not None:
             self._wake.set()
+        elif self._started and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        direct = self._direct
+        assert direct is not None
+        if self._out and not direct.paused:
+            if not direct.write_texts(self._out):
+                self._closing = self._closing or (1006, "gone")
+            self._out.clear()
+        if self._closing is not None and self.writer is None:
+            self.writer = asyncio.ensure_future(self._send_close(*self._closing))
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close(code, reason)
 
     def allow_frame(self) -> bool:
         now = time.monotonic()
@@ -106,26 +170,44 @@ class SocketConnection:
         self.tokens -= 1
         return True
 
-    async def run_writer(self) -> None:
-        ws = self._ws
+    async def _run_writer(self) -> None:
+        ws, wake = self._ws, self._wake
+        assert wake is not None
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                await wake.wait()
+                wake.clear()
                 while self._out:
                     await ws.send({"type": "websocket.send", "text": self._out.popleft()})
                 if self._closing is not None:
-                    code, reason = self._closing
-                    with contextlib.suppress(Exception):
-                        await ws.close(code, reason)
+                    await self._send_close(*self._closing)
                     return
         except Exception:
             # The peer went away; the reader loop sees the disconnect and cleans up.
             self._closing = self._closing or (1006, "gone")
 
 
-@router.websocket("/ws")
-async def websocket_endpoint(ws: WebSocket) -> None:
+async def serve_socket(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/ws``, called by the app before its middleware and router (``StratochatApp``): a socket lives
+    for hours, and the twenty-odd middleware and routing coroutines it would otherwise keep open cost
+    memory per idle socket and a hop per frame. None of them does anything for a socket that the
+    gateway does not do itself (Origin, sessions, errors, the request id)."""
+    token = request_id.set(request_id_of(scope))
+    ws = WebSocket(scope, receive, send)
+    try:
+        await websocket_endpoint(ws, receive)
+    except Exception:
+        log.exception("socket handler failed")
+        if ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "internal error")
+    finally:
+        request_id.reset(token)
+
+
+async def websocket_endpoint(ws: WebSocket, receive: Receive) -> None:
+    """The socket's life; once accepted, frames come from the server's ``receive`` itself (Starlette's
+    wrapper only re-checks states the loop below already handles)."""
     services = get_services(ws)
     if services.hub.draining:  # shutting down: the balancer retries another node
         await _refuse(ws, 503, "unavailable", "the node is shutting down; connect again")
@@ -148,12 +230,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         await services.hub.attach(conn)
         conn.send_first(dumps({"type": "ready", "user": user_json(user), "conn_id": conn.conn_id}))
-        conn.writer = asyncio.create_task(conn.run_writer(), name="ws-writer")
-        await _read_loop(ws, conn, services)
+        conn.start()
+        await _read_loop(receive, conn, services)
     finally:
         await services.hub.detach(conn)
-        if conn.in_flight:
-            await asyncio.gather(*conn.in_flight, return_exceptions=True)
+        await conn.wait_in_flight(1)
         conn.close(1000, "bye")
         if conn.writer is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -169,9 +250,9 @@ async def _refuse(ws: WebSocket, status: int, code: str, detail: str) -> None:
         await ws.close(code=1008, reason=detail[:120])
 
 
-async def _read_loop(ws: WebSocket, conn: SocketConnection, services: Services) -> None:
+async def _read_loop(receive: Receive, conn: SocketConnection, services: Services) -> None:
     while True:
-        message = await ws.receive()
+        message = await receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
@@ -196,18 +277,11 @@ async def _read_loop(ws: WebSocket, conn: SocketConnection, services: Services) 
 
 async def _dispatch(conn: SocketConnection, frame: dict[str, Any], services: Services) -> None:
     kind = frame.get("type")
-    if kind == "send":
-        if len(conn.in_flight) >= MAX_IN_FLIGHT:
-            await asyncio.wait(conn.in_flight, return_when=asyncio.FIRST_COMPLETED)
-        # Tasks start in creation order and reach the store's queue before their first real wait,
-        # so one socket's messages to a chat get seqs in the order they were sent.
-        task = asyncio.create_task(_send(conn, frame, services))
-        conn.in_flight.add(task)
-        task.add_done_callback(conn.in_flight.discard)
-        _slide_session(conn, services)
-        return
     try:
-        if kind == "ping":
+        if kind == "send":
+            await _send(conn, frame, services)
+            _slide_session(conn, services)
+        elif kind == "ping":
             conn.send_text('{"type":"pong"}')
         elif kind == "typing":
             await services.chats.typing(conn.user, frame.get("chat_id"))
@@ -220,31 +294,45 @@ async def _dispatch(conn: SocketConnection, frame: dict[str, Any], services: Ser
         else:
             conn.send_text(error_frame("bad_request", "frame needs a string 'type'"))
     except StratochatError as exc:
-        conn.send_text(error_frame_for(exc))
+        conn.send_text(error_frame_for(exc, frame.get("client_msg_id") if kind == "send" else None))
     except Exception:
         log.exception("frame %s failed", kind)
         conn.send_text(error_frame("internal", "internal error; it has been logged"))
 
 
 async def _send(conn: SocketConnection, frame: dict[str, Any], services: Services) -> None:
+    """Pipelined: a text message whose checks the node can answer at once goes to the store and the
+    reader goes on (its ack follows from the store's future, in order); anything that needs the
+    store first (an uncached chat, a file, the burst limit) is done here, holding the reader, so a
+    socket's messages keep their order."""
+    await conn.wait_in_flight(MAX_IN_FLIGHT)
     cmid = frame.get("client_msg_id")
-    try:
-        message, _ = await services.messages.send(
-            conn.user,
-            frame.get("chat_id"),
-            frame.get("content"),
-            cmid,
-            origin=conn.conn_id,
-            file_id=frame.get("file_id"),
-        )
-    except StratochatError as exc:
-        conn.send_text(error_frame_for(exc, cmid))
+    chat_id, content = frame.get("chat_id"), frame.get("content")
+    file_id = frame.get("file_id")
+    fut = None
+    if file_id is None:
+        fut = services.messages.submit(conn.user, chat_id, content, cmid, origin=conn.conn_id)
+    if fut is not None:
+        conn.in_flight += 1
+        fut.add_done_callback(partial(_acked, conn, cmid))
         return
-    except Exception:
-        log.exception("send failed")
-        conn.send_text(error_frame("internal", "internal error; it has been logged", cmid))
-        return
+    message, _ = await services.messages.send(conn.user, chat_id, content, cmid, origin=conn.conn_id, file_id=file_id)
     conn.send_text(ack_frame(message.client_msg_id, message))
+
+
+def _acked(conn: SocketConnection, cmid: object, fut: asyncio.Future[tuple[Message, bool]]) -> None:
+    conn.landed()
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is None:
+        message, _ = fut.result()
+        conn.send_text(ack_frame(message.client_msg_id, message))
+    elif isinstance(exc, StratochatError):
+        conn.send_text(error_frame_for(exc, cmid))
+    else:
+        log.error("send failed", exc_info=exc)
+        conn.send_text(error_frame("internal", "internal error; it has been logged", cmid))
 
 
 def _slide_session(conn: SocketConnection, services: Services) -> None:

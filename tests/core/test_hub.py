@@ -129,3 +129,101 @@ async def test_a_lone_node_publishes_nothing() -> None:
     hub.deliver(["u1", "u2"], MessageEvent(msg(1)))
     assert conn.seqs() == [1] and hub._outbox == []
     await hub.close()
+
+
+class Started(History):
+    """A store where the user's chat exists (attach starts it at seq 0, so a jump is a gap)."""
+
+    async def seqs(self, user_id: str) -> dict[str, int]:
+        return {"c1": 0}
+
+
+def mixed(seq: int, own: set[int]) -> Message:
+    sender = "u1" if seq in own else "u0"
+    return Message(f"m{seq}", "c1", seq, sender, sender, "text", f"#{seq}", 1_780_000_000_000)
+
+
+async def until(check: object, tries: int = 50) -> None:
+    for _ in range(tries):
+        if callable(check) and check():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_second_gap_among_queued_frames_is_filled_not_skipped() -> None:
+    """A fill that finds its gap already closed by a queued frame still fills a later gap among the
+    queued frames; the messages it skipped would otherwise be dropped as duplicates (lost)."""
+    own = {2, 5}
+    history = Started([mixed(i, own) for i in range(1, 6)])
+    hub = await make_hub(MemoryBus(), history, "A")
+    sender, other_device = FakeConn("c7", "u1"), FakeConn("c8", "u1")
+    await hub.attach(sender)
+    await hub.attach(other_device)
+
+    def arrive(seq: int) -> None:
+        m = mixed(seq, own)
+        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+
+    hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")  # own 2 before u0's 1: a gap
+    arrive(1)  # closes that gap before the fill runs
+    hub.deliver(["u1"], MessageEvent(mixed(5, own)), exclude="c7")  # 3 and 4 still on the way
+    await until(lambda: other_device.seqs() == [1, 2, 3, 4, 5])
+    arrive(3)
+    arrive(4)
+    assert other_device.seqs() == [1, 2, 3, 4, 5]
+    assert sender.seqs() == [1, 3, 4]
+    await hub.close()
+
+
+async def test_a_fill_does_not_echo_a_message_to_the_socket_sending_it() -> None:
+    """A fill fetching the sender's own message (committed, not yet delivered here) leaves the sending
+    socket out (it gets the ack) but gives it to the sender's other sockets."""
+    own = {2}
+    history = Started([mixed(i, own) for i in range(1, 4)])
+    hub = await make_hub(MemoryBus(), history, "A")
+    sender, other_device = FakeConn("c7", "u1"), FakeConn("c8", "u1")
+    await hub.attach(sender)
+    await hub.attach(other_device)
+    hub.sending("m2", "c7")
+
+    def arrive(seq: int) -> None:
+        m = mixed(seq, own)
+        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+
+    arrive(1)
+    arrive(3)  # overtakes the sender's own 2: the fill fetches 2 from the store
+    await until(lambda: other_device.seqs() == [1, 2, 3])
+    hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")
+    hub.sent("m2")
+    assert other_device.seqs() == [1, 2, 3]
+    assert sender.seqs() == [1, 3]
+    await hub.close()
+
+
+async def test_a_message_committed_while_a_fill_fetches_it_is_not_echoed() -> None:
+    """The sender's own message, fetched by a fill while it commits and queues here (its send is
+    over by the time the fill delivers), still does not reach the sending socket."""
+    own = {2}
+    hub: Hub | None = None
+
+    class CommitsDuringFetch(Started):
+        async def after(self, chat_id: str, after: int, limit: int) -> list[Message]:
+            got = await super().after(chat_id, after, limit)
+            assert hub is not None
+            hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")
+            hub.sent("m2")
+            return got
+
+    history = CommitsDuringFetch([mixed(i, own) for i in range(1, 4)])
+    hub = await make_hub(MemoryBus(), history, "A")
+    sender, other_device = FakeConn("c7", "u1"), FakeConn("c8", "u1")
+    await hub.attach(sender)
+    await hub.attach(other_device)
+    hub.sending("m2", "c7")
+    for seq in (1, 3):
+        m = mixed(seq, own)
+        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+    await until(lambda: other_device.seqs() == [1, 2, 3])
+    assert other_device.seqs() == [1, 2, 3]
+    assert sender.seqs() == [1, 3]
+    await hub.close()

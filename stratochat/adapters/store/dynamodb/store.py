@@ -9,6 +9,7 @@ access patterns and their cost.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 
 from ....core.errors import Unavailable
@@ -121,6 +122,12 @@ class DynamoStore:
         self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
     ) -> tuple[Message, bool]:
         return await self._messages.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit)
+
+    def submit_message(
+        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+    ) -> asyncio.Future[tuple[Message, bool]]:
+        # Each message is its own transaction here; a task keeps it going while the socket reads on.
+        return asyncio.ensure_future(self.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit))
 
     async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:
         return await self._messages.get_by_client_msg_id(chat_id, sender_id, client_msg_id)
