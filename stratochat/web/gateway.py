@@ -137,7 +137,10 @@ class SocketConnection:
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason)
-            self._kick()
+            if self._direct is not None and self._started:
+                self._flush()  # at once: what is queued goes out, then the close (``writer`` is set)
+            else:
+                self._kick()
 
     def _kick(self) -> None:
         if self._wake is not None:
