@@ -33,6 +33,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # A reconnect storm after a node restart is thousands of handshakes at once (uvicorn's default: 2048).
+        backlog=4096,
         server_header=False,
     )
 
