@@ -7,6 +7,7 @@ start finished.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -35,7 +36,7 @@ from .settings import Settings
 from .web import errors
 from .web.access import AccessLog
 from .web.frames import encode_event
-from .web.gateway import SessionSweeper, serve_socket
+from .web.gateway import HANDSHAKES_AT_ONCE, SessionSweeper, serve_socket
 from .web.routes import auth, chats, client_config, files, health, metrics, pages
 from .web.security import OriginPolicy, SecurityHeaders
 from .web.shutdown import Drain
@@ -257,6 +258,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 "services": services,
                 "settings": settings,
                 "origins": OriginPolicy(settings.extra_origins),
+                "handshakes": asyncio.Semaphore(HANDSHAKES_AT_ONCE),
                 "oidc": oidc,
                 "blobs": blobs,
             }

@@ -35,6 +35,8 @@ from .wsprotocol import DIRECT, DirectWriter
 log = logging.getLogger("stratochat.gateway")
 
 MAX_IN_FLIGHT = 64
+# Handshakes (authenticate, attach) in progress at once per node; the rest wait their turn.
+HANDSHAKES_AT_ONCE = 32
 # Frames other than sends a socket may send: a steady rate and a burst (sends meet the per-user limits).
 FRAME_RATE, FRAME_BURST = 100.0, 200.0
 CLOSE_SESSION_ENDED = 4401
@@ -199,6 +201,8 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> None:
     ws = WebSocket(scope, receive, send)
     try:
         await websocket_endpoint(ws, receive)
+    except OSError:
+        pass  # the peer went away mid-handshake (uvicorn's ClientDisconnected): nothing to answer
     except Exception:
         log.exception("socket handler failed")
         if ws.application_state == WebSocketState.CONNECTED:
@@ -220,30 +224,41 @@ async def websocket_endpoint(ws: WebSocket, receive: Receive) -> None:
         await _refuse(ws, 403, "forbidden", "origin not allowed")
         return
     token, _ = token_of(ws)
+    # A reconnect storm is thousands of handshakes at once; taking them a few at a time keeps each
+    # loop turn short, so the frames of the sockets already open do not queue behind them.
+    handshakes: asyncio.Semaphore = ws.state.handshakes
+    await handshakes.acquire()
+    held = True
     try:
-        user, session = await services.accounts.authenticate(token)
-    except Unauthorized as exc:
-        await _refuse(ws, 401, "unauthorized", exc.detail)
-        return
-    except StratochatError as exc:
-        await _refuse(ws, 503, exc.code, exc.detail)
-        return
-    await ws.accept()
-    conn = SocketConnection(ws, user, session, ws.state.settings.ws_send_queue)
-    try:
-        await services.hub.attach(conn)
-        conn.send_first(dumps({"type": "ready", "user": user_json(user), "conn_id": conn.conn_id}))
-        conn.start()
-        await _read_loop(receive, conn, services)
+        try:
+            user, session = await services.accounts.authenticate(token)
+        except Unauthorized as exc:
+            await _refuse(ws, 401, "unauthorized", exc.detail)
+            return
+        except StratochatError as exc:
+            await _refuse(ws, 503, exc.code, exc.detail)
+            return
+        await ws.accept()
+        conn = SocketConnection(ws, user, session, ws.state.settings.ws_send_queue)
+        try:
+            await services.hub.attach(conn)
+            handshakes.release()
+            held = False
+            conn.send_first(dumps({"type": "ready", "user": user_json(user), "conn_id": conn.conn_id}))
+            conn.start()
+            await _read_loop(receive, conn, services)
+        finally:
+            await services.hub.detach(conn)
+            await conn.wait_in_flight(1)
+            conn.close(1000, "bye")
+            if conn.writer is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(conn.writer, timeout=5)
+                if not conn.writer.done():
+                    conn.writer.cancel()
     finally:
-        await services.hub.detach(conn)
-        await conn.wait_in_flight(1)
-        conn.close(1000, "bye")
-        if conn.writer is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(conn.writer, timeout=5)
-            if not conn.writer.done():
-                conn.writer.cancel()
+        if held:
+            handshakes.release()
 
 
 async def _refuse(ws: WebSocket, status: int, code: str, detail: str) -> None:
