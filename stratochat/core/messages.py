@@ -125,16 +125,7 @@ class MessageService:
         if members is None or self._burst.take(user.user_id) > 0:
             return None
         assert isinstance(chat_id, str)
-        draft = self._draft(user, chat_id, text, cmid, None)
-        try:
-            fut = self._messages.submit_message(draft, daily_limit=self._tiers.limits_for(user).daily_messages)
-        except BaseException:
-            self._burst.give_back(user.user_id)
-            raise
-        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
-        if origin is not None:
-            self._hub.sending(draft.message_id, origin)
-        return fut
+        return self._start(user, members, self._draft(user, chat_id, text, cmid, None), origin)
 
     def _draft(self, user: User, chat_id: str, text: str, cmid: str | None, file: FileRef | None) -> MessageDraft:
         return MessageDraft(
@@ -152,6 +143,13 @@ class MessageService:
     async def _store(
         self, user: User, members: frozenset[str], draft: MessageDraft, origin: str | None
     ) -> tuple[Message, bool]:
+        # Shielded: a caller that goes away must not cancel a write that may land (and must fan out).
+        return await asyncio.shield(self._start(user, members, draft, origin))
+
+    def _start(
+        self, user: User, members: frozenset[str], draft: MessageDraft, origin: str | None
+    ) -> asyncio.Future[tuple[Message, bool]]:
+        """Hand the draft to the store; the fan-out (or the burst refund) follows from its future."""
         limits = self._tiers.limits_for(user)
         try:
             fut = self._messages.submit_message(
@@ -165,8 +163,7 @@ class MessageService:
         fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
         if origin is not None:
             self._hub.sending(draft.message_id, origin)
-        # Shielded: a caller that goes away must not cancel a write that may land (and must fan out).
-        return await asyncio.shield(fut)
+        return fut
 
     def _stored(
         self,

@@ -143,6 +143,12 @@ def mixed(seq: int, own: set[int]) -> Message:
     return Message(f"m{seq}", "c1", seq, sender, sender, "text", f"#{seq}", 1_780_000_000_000)
 
 
+def from_node_b(hub: Hub, seq: int, own: set[int]) -> None:
+    """Message ``seq`` of chat c1 arriving over the broker from node B, on user u1's channel."""
+    m = mixed(seq, own)
+    hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+
+
 async def until(check: object, tries: int = 50) -> None:
     for _ in range(tries):
         if callable(check) and check():
@@ -160,16 +166,12 @@ async def test_a_second_gap_among_queued_frames_is_filled_not_skipped() -> None:
     await hub.attach(sender)
     await hub.attach(other_device)
 
-    def arrive(seq: int) -> None:
-        m = mixed(seq, own)
-        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
-
     hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")  # own 2 before u0's 1: a gap
-    arrive(1)  # closes that gap before the fill runs
+    from_node_b(hub, 1, own)  # closes that gap before the fill runs
     hub.deliver(["u1"], MessageEvent(mixed(5, own)), exclude="c7")  # 3 and 4 still on the way
     await until(lambda: other_device.seqs() == [1, 2, 3, 4, 5])
-    arrive(3)
-    arrive(4)
+    from_node_b(hub, 3, own)
+    from_node_b(hub, 4, own)
     assert other_device.seqs() == [1, 2, 3, 4, 5]
     assert sender.seqs() == [1, 3, 4]
     await hub.close()
@@ -186,12 +188,8 @@ async def test_a_fill_does_not_echo_a_message_to_the_socket_sending_it() -> None
     await hub.attach(other_device)
     hub.sending("m2", "c7")
 
-    def arrive(seq: int) -> None:
-        m = mixed(seq, own)
-        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
-
-    arrive(1)
-    arrive(3)  # overtakes the sender's own 2: the fill fetches 2 from the store
+    from_node_b(hub, 1, own)
+    from_node_b(hub, 3, own)  # overtakes the sender's own 2: the fill fetches 2 from the store
     await until(lambda: other_device.seqs() == [1, 2, 3])
     hub.deliver(["u1"], MessageEvent(mixed(2, own)), exclude="c7")
     hub.sent("m2")
@@ -220,9 +218,8 @@ async def test_a_message_committed_while_a_fill_fetches_it_is_not_echoed() -> No
     await hub.attach(sender)
     await hub.attach(other_device)
     hub.sending("m2", "c7")
-    for seq in (1, 3):
-        m = mixed(seq, own)
-        hub._on_broker("u:u1", orjson.dumps({"n": "B", "f": encode_event(MessageEvent(m)), "c": "c1", "s": seq}))
+    from_node_b(hub, 1, own)
+    from_node_b(hub, 3, own)
     await until(lambda: other_device.seqs() == [1, 2, 3])
     assert other_device.seqs() == [1, 2, 3]
     assert sender.seqs() == [1, 3]
