@@ -107,6 +107,7 @@ class ScenarioRun:
                 if i in self.finished:
                     self.gone.add(i)
                     continue
+                self.procs[i].join(timeout=1)  # for its exit code (negative: the signal that killed it)
                 raise BenchRunError(f"worker {i} exited unexpectedly (exit code {self.procs[i].exitcode})") from exc
             if kind == "failed":
                 raise BenchRunError(f"worker {i} failed:\n{payload['error']}")
