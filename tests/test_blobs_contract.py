@@ -112,3 +112,28 @@ async def test_s3_download_url_fixes_response_headers(moto_s3: S3BlobStore) -> N
     )
     assert "response-content-type=application%2Foctet-stream" in url
     assert "response-content-disposition=attachment" in url
+
+
+async def test_disk_links_accept_one_spelling_of_their_signature(tmp_path: Path) -> None:
+    """A signature's last base64 character carries two unused bits: the three other characters that decode
+    to the same bytes are refused all the same (an altered link never works)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from stratochat.core.errors import Forbidden
+
+    store = DiskBlobStore(tmp_path / "files", "k" * 32, SystemClock())
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    seen_variants = 0
+    for _ in range(20):
+        url = await store.presign_download(
+            new_key(), content_type="text/plain", disposition="attachment", expires_in=60, origin="http://x"
+        )
+        token = parse_qs(urlsplit(url).query)["token"][0]
+        store.check_download(token)
+        last = alphabet.index(token[-1])
+        for variant in alphabet[last & ~3 : (last & ~3) + 4]:
+            if variant != token[-1]:
+                seen_variants += 1
+                with pytest.raises(Forbidden):
+                    store.check_download(token[:-1] + variant)
+    assert seen_variants == 60

@@ -102,7 +102,9 @@ class DiskBlobStore:
         body, _, mac = token.partition(".")
         try:
             expected = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
-            if not hmac.compare_digest(expected, _unb64(mac)):
+            # Compared as text: decoding first would accept other spellings of the same bytes (the last
+            # base64 character carries two unused bits), so an altered link could still work.
+            if not hmac.compare_digest(_b64(expected), mac):
                 raise refused
             payload = orjson.loads(_unb64(body))
         except (ValueError, orjson.JSONDecodeError):
