@@ -240,3 +240,75 @@ async def test_new_chat_reports_who_is_online(server: ThreadServer, alice: Api, 
     assert online == {alice.username: False, bob.username: True}
     frame = await b.expect("chat")
     assert {m["username"]: m["online"] for m in frame["chat"]["members"]} == online
+
+
+async def test_a_socket_that_stops_reading_is_closed_1013_and_others_go_on(
+    make_server: Callable[..., ThreadServer],
+) -> None:
+    """A client that stops reading fills its TCP window, then the server's buffers (the transport
+    pauses), then its bounded queue of frames: the server closes it with 1013 instead of holding more,
+    and the sender and the server carry on."""
+    import socket as socketlib
+
+    from websockets.client import ClientProtocol
+    from websockets.frames import Close, Frame, Opcode
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    server = make_server(ws_send_queue=16, free_daily_messages="unlimited")
+    async with Api(server.url) as alice, Api(server.url) as bob:
+        await alice.signup()
+        await bob.signup()
+        cid = (await alice.chat_with(bob.username))["chat_id"]
+        # The slow client: websockets' sans-I/O protocol over a plain socket with a small receive buffer,
+        # which after the handshake nobody reads.
+        loop = asyncio.get_running_loop()
+        proto = ClientProtocol(parse_uri(server.ws_url))
+        request = proto.connect()
+        request.headers["Authorization"] = f"Bearer {bob.token}"
+        proto.send_request(request)
+        raw = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM)
+        raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        try:
+            host, port = server.url.removeprefix("http://").split(":")
+            await loop.sock_connect(raw, (host, int(port)))
+            await loop.sock_sendall(raw, b"".join(proto.data_to_send()))
+            while proto.state is not State.OPEN:
+                proto.receive_data(await asyncio.wait_for(loop.sock_recv(raw, 4096), timeout=10))
+            sender = await alice.socket(server.ws_url)
+            filler = "x" * 4000
+            acked = 0
+            for batch in range(250):  # 2,000 messages of 4 KB: more than the buffers on the way hold
+                for i in range(8):  # few at a time: the sender reads its acks (it is no slow client)
+                    frame = {"type": "send", "chat_id": cid, "content": filler, "client_msg_id": f"{batch}-{i}"}
+                    await sender.send(frame)
+                acked += len(await sender.frames("ack", 8, timeout=30))
+            assert acked == 2000
+            # Reading again drains what the buffers held; then comes the close frame the server sent.
+            close: Close | None = None
+            texts = 0
+            for _ in range(100_000):
+                data = await asyncio.wait_for(loop.sock_recv(raw, 65536), timeout=10)
+                if not data:
+                    break
+                proto.receive_data(data)
+                for event in proto.events_received():
+                    if not isinstance(event, Frame):  # the handshake's response
+                        continue
+                    if event.opcode is Opcode.TEXT:
+                        texts += 1
+                    elif event.opcode is Opcode.CLOSE:
+                        close = Close.parse(event.data)
+                if close is not None:
+                    break
+            assert close is not None and close.code == 1013
+            assert texts < 2000  # it was cut off, not given everything
+        finally:
+            raw.close()
+        # The node is fine: a new socket of the slow user gets new messages.
+        again = await bob.socket(server.ws_url)
+        ack = await sender.send_text(cid, "still here")
+        assert (await again.expect("message"))["message"]["seq"] == ack["message"]["seq"]
+        await again.close()
+        await sender.close()
