@@ -312,3 +312,15 @@ async def test_a_socket_that_stops_reading_is_closed_1013_and_others_go_on(
         assert (await again.expect("message"))["message"]["seq"] == ack["message"]["seq"]
         await again.close()
         await sender.close()
+
+
+async def test_metrics_count_sockets_and_open_files(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """``/metrics`` counts open sockets, and the open files against the limit that new sockets need."""
+    from tests.services.cluster import parse_metrics
+
+    sockets = [await alice.socket(server.ws_url), await bob.socket(server.ws_url)]
+    m = parse_metrics((await alice.get("/metrics")).text)
+    assert m["stratochat_connections"] == 2
+    assert m["stratochat_open_files"] >= 2 and m["stratochat_open_files_limit"] >= m["stratochat_open_files"]
+    for s in sockets:
+        await s.close()

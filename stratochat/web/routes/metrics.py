@@ -3,12 +3,14 @@
 The hub's fan-out counters (payloads received from the broker, dropped because no local socket wanted
 them, gaps filled from the store, duplicates dropped), open sockets and local users, and the counters
 of the store and broker when they keep some (``batches``/``writes`` of the SQLite group commit; the
-Redis broker's ``stats``). Every sample carries the ``node`` label, so samples scraped through a load
-balancer say which node answered. Counts only: no user ids, names or content.
+Redis broker's ``stats``), and the process's open files against its limit. Every sample carries the
+``node`` label, so samples scraped through a load balancer say which node answered. Counts only: no user
+ids, names or content.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from fastapi import APIRouter
@@ -23,9 +25,19 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HUB_HELP = {
     "broker_in": "payloads received from the broker",
     "broker_in_dropped": "broker payloads for users with no socket on this node",
+    "broker_out_dropped": "payloads shed from a full broker outbox",
     "gaps_filled": "seq gaps filled from the store",
     "duplicates_dropped": "messages dropped because the socket already had them",
 }
+
+
+def _open_files() -> tuple[int | None, int]:
+    try:
+        import resource
+
+        return len(os.listdir("/proc/self/fd")), resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ImportError):  # not Linux
+        return None, 0
 
 
 def _label(value: str) -> str:
@@ -49,6 +61,11 @@ async def metrics(services: ServicesDep) -> Response:
     lines += _family("stratochat_connections", "gauge", "open WebSocket connections", [(node, hub.connection_count())])
     local_users = len(hub.local_user_ids())
     lines += _family("stratochat_local_users", "gauge", "users with a socket on this node", [(node, local_users)])
+    open_files, limit = _open_files()
+    if open_files is not None:
+        # Past the limit new connections are accepted and closed at once, silently: alert before it.
+        lines += _family("stratochat_open_files", "gauge", "file descriptors open", [(node, open_files)])
+        lines += _family("stratochat_open_files_limit", "gauge", "RLIMIT_NOFILE (soft)", [(node, limit)])
     store = services.health.get("store")
     for attr, help_text in (("batches", "write transactions committed"), ("writes", "writes committed")):
         count = getattr(store, attr, None)
