@@ -44,13 +44,13 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
 class ThreadServer:
     """uvicorn in a background thread, started and stopped by the test (httpx's serve_in_thread)."""
 
-    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
+    def __init__(self, settings: Settings, server_options: dict[str, Any] | None = None, **app_kwargs: Any) -> None:
         # A port the test did not choose is a free one, never the default 8000 (tests run side by side).
         explicit = "port" in settings.model_fields_set and settings.port != 0
         self.settings = settings if explicit else settings.model_copy(update={"port": free_port()})
         self.app = create_app(self.settings, **app_kwargs)
         opts = uvicorn_options(self.settings)
-        opts.update(loop="asyncio", timeout_graceful_shutdown=3)
+        opts.update(loop="asyncio", timeout_graceful_shutdown=3, **(server_options or {}))
         self.server = uvicorn.Server(uvicorn.Config(self.app, **opts))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

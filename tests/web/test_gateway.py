@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -324,3 +325,29 @@ async def test_metrics_count_sockets_and_open_files(server: ThreadServer, alice:
     assert m["stratochat_open_files"] >= 2 and m["stratochat_open_files_limit"] >= m["stratochat_open_files"]
     for s in sockets:
         await s.close()
+
+
+async def test_the_gateway_works_on_a_plain_uvicorn_protocol(tmp_path: Path) -> None:
+    """Served by uvicorn's own WebSocket protocol (``uvicorn --factory stratochat.app:app_from_env``, no
+    direct-write extension) the gateway falls back to ASGI sends: messages, acks and a 4401 close all work."""
+    from stratochat.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", burst_rate=0)  # type: ignore[call-arg]
+    server = ThreadServer(settings, server_options={"ws": "websockets-sansio"}).start()
+    try:
+        async with Api(server.url) as alice, Api(server.url) as bob:
+            await alice.signup()
+            await bob.signup()
+            cid = (await alice.chat_with(bob.username))["chat_id"]
+            a, b = await alice.socket(server.ws_url), await bob.socket(server.ws_url)
+            ack = await a.send_text(cid, "over plain ASGI", "p-1")
+            assert (await b.expect("message"))["message"] == ack["message"]
+            assert await a.quiet("message") == []
+            assert (await bob.post("/api/auth/logout")).status_code == 204
+            with pytest.raises(ConnectionClosed) as info:
+                for _ in range(10):
+                    await b.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+            await a.close()
+    finally:
+        server.stop()
