@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import uuid
@@ -60,6 +61,7 @@ class SocketConnection:
         "_wake",
         "_ws",
         "conn_id",
+        "idle",
         "in_flight",
         "max_queue",
         "session",
@@ -84,6 +86,8 @@ class SocketConnection:
         self.max_queue = max_queue
         # Sends submitted to the store and not answered yet (at most MAX_IN_FLIGHT).
         self.in_flight = 0
+        # The reader task waits in ``receive`` with nothing queued: a frame may be taken at once.
+        self.idle = False
         self._waiter: asyncio.Future[None] | None = None
         # The writer task, or under DirectWriter the task that sends the close frame.
         self.writer: asyncio.Future[None] | None = None
@@ -97,6 +101,11 @@ class SocketConnection:
     @property
     def session_id(self) -> str:
         return self.session.session_id
+
+    @property
+    def direct(self) -> DirectWriter | None:
+        """Our uvicorn protocol's extension, when the server has it."""
+        return self._direct
 
     def start(self) -> None:
         """Begin writing (frames queued before this wait, so the ready frame goes first)."""
@@ -269,28 +278,85 @@ async def _refuse(ws: WebSocket, status: int, code: str, detail: str) -> None:
 
 
 async def _read_loop(receive: Receive, conn: SocketConnection, services: Services) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        text = message.get("text")
-        if text is None:
-            conn.send_text(error_frame("bad_request", "binary frames are not supported; send JSON text"))
-            continue
-        try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            frame = None
-        if not isinstance(frame, dict):
-            if conn.allow_frame():
-                detail = "frame is not valid JSON" if frame is None else "frame must be a JSON object"
-                conn.send_text(error_frame("bad_request", detail))
-            continue
-        # Sends meet the per-user message limits; every other frame meets this per-socket limit.
-        if frame.get("type") != "send" and not conn.allow_frame():
-            conn.send_text(error_frame("rate_limited", "too many frames; slow down", retry_after=1.0))
-            continue
-        await _dispatch(conn, frame, services)
+    direct = conn.direct
+    if direct is not None:
+        # Run in this task's context, so log lines keep the socket's request id.
+        context = contextvars.copy_context()
+
+        def on_text(text: str) -> bool:
+            return context.run(_take_now, conn, services, text)
+
+        direct.on_text = on_text
+    try:
+        while True:
+            conn.idle = True
+            message = await receive()
+            conn.idle = False
+            if message["type"] == "websocket.disconnect":
+                return
+            await _handle(message, conn, services)
+    finally:
+        conn.idle = False
+        if direct is not None:
+            direct.on_text = None
+
+
+def _take_now(conn: SocketConnection, services: Services, text: str) -> bool:
+    """The direct read path (``DirectWriter.on_text``): a frame the node answers without waiting (a
+    text send it can check from its caches, a ping) is handled here, in the protocol's callback, with
+    no queue and no task wake-up. False hands the frame to the reader task (anything that awaits, or
+    that is malformed), which also holds every later frame behind it, so a socket's order is kept."""
+    if not conn.idle:
+        return False
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(frame, dict):
+        return False
+    kind = frame.get("type")
+    if kind == "ping":
+        if not conn.allow_frame():
+            return False
+        conn.send_text('{"type":"pong"}')
+        return True
+    if kind != "send" or frame.get("file_id") is not None or conn.in_flight >= MAX_IN_FLIGHT:
+        return False
+    cmid = frame.get("client_msg_id")
+    try:
+        fut = services.messages.submit(conn.user, frame.get("chat_id"), frame.get("content"), cmid, origin=conn.conn_id)
+        if fut is None:
+            return False
+        _pipeline(conn, cmid, fut)
+        _slide_session(conn, services)
+    except StratochatError as exc:
+        conn.send_text(error_frame_for(exc, cmid))
+    except Exception:
+        log.exception("frame send failed")
+        conn.send_text(error_frame("internal", "internal error; it has been logged", cmid))
+    return True
+
+
+async def _handle(message: Any, conn: SocketConnection, services: Services) -> None:
+    """One frame through ``receive``."""
+    text = message.get("text")
+    if text is None:
+        conn.send_text(error_frame("bad_request", "binary frames are not supported; send JSON text"))
+        return
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        frame = None
+    if not isinstance(frame, dict):
+        if conn.allow_frame():
+            detail = "frame is not valid JSON" if frame is None else "frame must be a JSON object"
+            conn.send_text(error_frame("bad_request", detail))
+        return
+    # Sends meet the per-user message limits; every other frame meets this per-socket limit.
+    if frame.get("type") != "send" and not conn.allow_frame():
+        conn.send_text(error_frame("rate_limited", "too many frames; slow down", retry_after=1.0))
+        return
+    await _dispatch(conn, frame, services)
 
 
 async def _dispatch(conn: SocketConnection, frame: dict[str, Any], services: Services) -> None:
@@ -331,11 +397,15 @@ async def _send(conn: SocketConnection, frame: dict[str, Any], services: Service
     if file_id is None:
         fut = services.messages.submit(conn.user, chat_id, content, cmid, origin=conn.conn_id)
     if fut is not None:
-        conn.in_flight += 1
-        fut.add_done_callback(partial(_acked, conn, cmid))
+        _pipeline(conn, cmid, fut)
         return
     message, _ = await services.messages.send(conn.user, chat_id, content, cmid, origin=conn.conn_id, file_id=file_id)
     conn.send_text(ack_frame(message.client_msg_id, message))
+
+
+def _pipeline(conn: SocketConnection, cmid: object, fut: asyncio.Future[tuple[Message, bool]]) -> None:
+    conn.in_flight += 1
+    fut.add_done_callback(partial(_acked, conn, cmid))
 
 
 def _acked(conn: SocketConnection, cmid: object, fut: asyncio.Future[tuple[Message, bool]]) -> None:

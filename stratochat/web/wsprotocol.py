@@ -5,8 +5,10 @@ Through ASGI every outbound frame costs a coroutine, the middleware chain and on
 ``pairs`` bench put a third of the server's time there. This protocol keeps ASGI for everything
 (handshake, receive, close) and adds one extension, ``scope["extensions"]["stratochat.direct"]``:
 the gateway queues a socket's frames during a loop turn and writes them with one call and one
-syscall (all the acks of a group commit at once). Reading pauses only once frames pile up.
-Any other ASGI server simply lacks the extension, and the gateway falls back to ASGI sends.
+syscall (all the acks of a group commit at once), and it may take each inbound text frame at once,
+in the protocol's own callback, instead of through ``receive`` (an asyncio queue and a task wake-up
+per frame). Reading pauses only once frames pile up. Any other ASGI server simply lacks the
+extension, and the gateway falls back to ASGI sends and receives.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ READ_AHEAD = 16
 
 
 class DirectWriter:
-    """What the extension hands the gateway: synchronous writes, and whether the peer keeps up."""
+    """What the extension hands the gateway: synchronous writes, whether the peer keeps up, and a
+    hook for inbound text frames."""
 
-    __slots__ = ("_protocol", "on_writable")
+    __slots__ = ("_protocol", "on_text", "on_writable")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
         # Called when a full transport buffer has drained (the gateway flushes what it held back).
         self.on_writable: Callable[[], None] | None = None
+        # Offered each text frame while nothing is queued for ``receive``; True when it took the frame
+        # (then ``receive`` never sees it), False to have it queued as usual. Order is kept: once one
+        # frame is queued, the ones after it are queued too until ``receive`` has emptied the queue.
+        self.on_text: Callable[[str], bool] | None = None
 
     @property
     def paused(self) -> bool:
@@ -99,12 +106,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         if self.curr_msg_data_type == "text":
             try:
-                self.queue.put_nowait({"type": "websocket.receive", "text": data.decode()})
+                text = data.decode()
             except UnicodeDecodeError:
                 self.logger.info("closing a socket that sent invalid UTF-8")
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return
+            hook = self.direct.on_text if self.direct is not None else None
+            if hook is not None and self.queue.empty() and hook(text):
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
         if not self.read_paused and self.queue.qsize() >= READ_AHEAD:

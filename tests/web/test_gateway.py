@@ -93,6 +93,29 @@ async def test_twenty_concurrent_senders_one_chat(server: ThreadServer, api_fact
     assert len({m["message_id"] for m in history}) == total
 
 
+async def test_frames_answered_at_once_wait_behind_one_that_awaits(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """A ping or a text send is answered in the protocol's own callback, but never ahead of an earlier
+    frame that waits on the store (a file send): a socket's answers keep its frames' order."""
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    a = await alice.socket(server.ws_url)
+    for round_ in range(20):
+        await a.send({"type": "send", "chat_id": cid, "file_id": "no-such-file", "client_msg_id": f"f{round_}"})
+        await a.send({"type": "ping"})
+        await a.send({"type": "send", "chat_id": cid, "content": "after", "client_msg_id": f"t{round_}"})
+        got: list[dict[str, object]] = []
+        while len(got) < 3:
+            frame = await a.recv()
+            if frame["type"] not in ("presence", "chat"):
+                got.append(frame)
+        assert [(f["type"], f.get("client_msg_id")) for f in got] == [
+            ("error", f"f{round_}"),
+            ("pong", None),
+            ("ack", f"t{round_}"),
+        ]
+    assert [m["content"] for m in (await alice.history(cid))["messages"]] == ["after"] * 20
+    await a.close()
+
+
 async def test_malformed_frames_keep_socket_open(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(max_message_chars=50)
     async with Api(server.url) as alice, Api(server.url) as bob, Api(server.url) as eve:
