@@ -50,6 +50,8 @@ class BenchConfig:
     # reconnect: pairs that keep sending (open loop, live_rate msg/s in total) while the clients drop and recover
     live_pairs: int = 20
     live_rate: float = 200.0
+    # reconnect: the niceness of the recovering clients' workers (the live pairs' worker keeps its own)
+    storm_nice: int = 10
     # idle and reconnect spread their sockets over this many accounts (None: a tenth, 2-500)
     users: int | None = None
     deflate: bool = False
@@ -207,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=200.0,
         help="reconnect: the live pairs' messages/s in total (default 200)",
     )
+    load.add_argument(
+        "--storm-nice",
+        type=_non_negative_int,
+        default=10,
+        help="reconnect: niceness of the recovering clients' workers, so on a shared machine they do not "
+        "starve the server and the live pairs' worker (default 10; 0: none)",
+    )
     load.add_argument("--users", type=_positive_int, help="idle/reconnect: accounts the sockets belong to")
     load.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     load.add_argument("--connect-concurrency", type=_positive_int, default=200, help="handshakes at once, in total")
@@ -252,6 +261,7 @@ def parse(argv: Sequence[str]) -> BenchConfig:
         missed=args.missed,
         live_pairs=args.live_pairs,
         live_rate=args.live_rate,
+        storm_nice=args.storm_nice,
         users=args.users,
         deflate=args.deflate,
         connect_concurrency=args.connect_concurrency,

@@ -391,6 +391,7 @@ class ScenarioRun:
             f"{complete:,} of {cfg.clients:,} clients recovered every missed message: all within "
             f"{result['all_recovered_s']} s (p50 {rec['p50']} s, p99 {rec['p99']} s); {expected - lost:,} of "
             f"{expected:,} missed deliveries recovered, lost {lost}, dup {result['duplicates']}"
+            + (f" (their load workers at nice {cfg.storm_nice})" if cfg.storm_nice else "")
         ]
         if cfg.live_pairs:
             lat = live["latency_ms"]

@@ -58,6 +58,8 @@ class WorkerPlan:
     connect_concurrency: int = 200
     drain: float = 5.0
     timeout: float = 60.0
+    # Added to the worker process's niceness at start (reconnect's recovering clients).
+    nice: int = 0
 
 
 @dataclass(slots=True)
@@ -310,6 +312,8 @@ async def setup(cfg: BenchConfig, scenario: str, base_urls: list[str]) -> Setup:
             check_node_ports(base_urls, cfg.clients + 2 * cfg.live_pairs)
             n_workers = min(cfg.workers, cfg.clients)
             plans = _plans(cfg, scenario, base_url, run_id, n_workers)
+            for plan in plans:
+                plan.nice = cfg.storm_nice
             n_users = max(2, cfg.accounts_for(cfg.clients))
             n_users += n_users % 2  # users come in pairs, one direct chat each
             accounts = await api.accounts(run_id, n_users)
@@ -337,6 +341,7 @@ async def setup(cfg: BenchConfig, scenario: str, base_urls: list[str]) -> Setup:
                 "missed": cfg.missed,
                 "live_pairs": cfg.live_pairs,
                 "live_rate": cfg.live_rate if cfg.live_pairs else None,
+                "storm_nice": cfg.storm_nice,
             }
             return result
         else:
