@@ -16,13 +16,13 @@ from .settings import Settings
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How every Stratochat node runs uvicorn (the CLI and the test fixtures alike)."""
-    from .web.wsprotocol import DirectWebSocketProtocol
+    from .web.wsprotocol import DirectWebSocketProtocol, UpgradingHttpProtocol
 
     return dict(
         host=settings.host,
         port=settings.port,
         ws=DirectWebSocketProtocol,
-        http="httptools",
+        http=UpgradingHttpProtocol,
         loop="uvloop",
         lifespan="on",
         proxy_headers=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame
@@ -33,7 +34,7 @@ class DirectWriter:
     __slots__ = ("_protocol", "on_text", "on_writable")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
-        self._protocol = protocol
+        self._protocol: DirectWebSocketProtocol | None = protocol
         # Called when a full transport buffer has drained (the gateway flushes what it held back).
         self.on_writable: Callable[[], None] | None = None
         # Offered each text frame while nothing is queued for ``receive``; True when it took the frame
@@ -44,12 +45,13 @@ class DirectWriter:
     @property
     def paused(self) -> bool:
         """The transport's buffer is over its high-water mark: hold frames back."""
-        return not self._protocol.writable.is_set()
+        p = self._protocol
+        return p is not None and not p.writable.is_set()
 
     def write_texts(self, texts: Iterable[str]) -> bool:
         """Frame every text and write them at once; False when the socket can no longer send."""
         p = self._protocol
-        if p.close_sent or p.disconnected or not p.handshake_complete:
+        if p is None or p.close_sent or p.disconnected or not p.handshake_complete:
             return False
         conn = p.conn
         try:
@@ -60,11 +62,27 @@ class DirectWriter:
         p.transport.write(b"".join(conn.data_to_send()))
         return True
 
+    def detach(self) -> None:
+        """The connection is gone: drop every reference between the protocol and the gateway."""
+        self._protocol = None
+        self.on_writable = None
+        self.on_text = None
+
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """``--ws`` for Stratochat: see the module's docstring."""
 
     direct: DirectWriter | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Break the reference cycles a connection is made of (protocol <-> writer <-> gateway, and
+        # websockets' parser generator, which holds its protocol), so a closed socket is freed by
+        # reference counting when it goes, not by the garbage collector: a reconnect storm's thousands
+        # of dropped sockets made collections of 100 ms and more that stopped the whole node.
+        if self.direct is not None:
+            self.direct.detach()
+        self.conn.parser.close()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -121,3 +139,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.read_paused and self.queue.qsize() >= READ_AHEAD:
             self.read_paused = True
             self.transport.pause_reading()
+
+
+class UpgradingHttpProtocol(HttpToolsProtocol):
+    """``--http`` for Stratochat: uvicorn's httptools protocol, which lets go of its parser once it has
+    handed the connection to the WebSocket protocol. The parser holds the protocol's callbacks, and
+    uvicorn breaks that cycle only when an HTTP connection is lost, which an upgraded one never is."""
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        self.parser = None  # type: ignore[assignment]
