@@ -168,7 +168,8 @@ class SocketConnection:
             if not direct.write_texts(self._out):
                 self._closing = self._closing or (1006, "gone")
             self._out.clear()
-        if self._closing is not None and self.writer is None:
+        if self._closing is not None and self.writer is None and not direct.gone:
+            # A peer that went away needs no close frame (a reconnect storm's drop is thousands at once).
             self.writer = asyncio.ensure_future(self._send_close(*self._closing))
 
     async def _send_close(self, code: int, reason: str) -> None:

@@ -48,6 +48,12 @@ class DirectWriter:
         p = self._protocol
         return p is not None and not p.writable.is_set()
 
+    @property
+    def gone(self) -> bool:
+        """The connection is lost: nothing more can be sent, not even a close frame."""
+        p = self._protocol
+        return p is None or p.disconnected
+
     def write_texts(self, texts: Iterable[str]) -> bool:
         """Frame every text and write them at once; False when the socket can no longer send."""
         p = self._protocol
