@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -113,19 +114,27 @@ class MessageService:
         return await self._store(user, members, self._draft(user, chat_id, text, cmid, file), origin)
 
     def submit(
-        self, user: User, chat_id: object, content: object, client_msg_id: object = None, *, origin: str | None = None
+        self,
+        user: User,
+        chat_id: object,
+        content: object,
+        client_msg_id: object = None,
+        *,
+        origin: str | None = None,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[Message, bool]] | None:
         """``send`` of a text message, started now without a coroutine of its own (the socket hot path).
         The checks run before this returns and raise as ``send`` would; the future resolves after the
-        fan-out. None when only the store can answer a check (membership not cached, the sender over
-        the burst limit): use ``send``."""
+        fan-out, and ``then`` (the ack) runs right after the fan-out, in the same loop turn where the
+        store allows (``MessageStore.submit_message``). None when only the store can answer a check
+        (membership not cached, the sender over the burst limit): use ``send``; ``then`` is not called."""
         text = self.check_content(content)
         cmid = check_client_msg_id(client_msg_id)
         members = self._chats.cached_members(user.user_id, chat_id)
         if members is None or self._burst.take(user.user_id) > 0:
             return None
         assert isinstance(chat_id, str)
-        return self._start(user, members, self._draft(user, chat_id, text, cmid, None), origin)
+        return self._start(user, members, self._draft(user, chat_id, text, cmid, None), origin, then)
 
     def _draft(self, user: User, chat_id: str, text: str, cmid: str | None, file: FileRef | None) -> MessageDraft:
         return MessageDraft(
@@ -147,7 +156,12 @@ class MessageService:
         return await asyncio.shield(self._start(user, members, draft, origin))
 
     def _start(
-        self, user: User, members: frozenset[str], draft: MessageDraft, origin: str | None
+        self,
+        user: User,
+        members: frozenset[str],
+        draft: MessageDraft,
+        origin: str | None,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         """Hand the draft to the store; the fan-out (or the burst refund) follows from its future."""
         limits = self._tiers.limits_for(user)
@@ -156,11 +170,11 @@ class MessageService:
                 draft,
                 daily_limit=limits.daily_messages,
                 storage_limit=limits.storage_bytes if draft.file is not None else None,
+                then=partial(self._stored, user.user_id, members, origin, draft.message_id, then),
             )
         except BaseException:
             self._burst.give_back(user.user_id)
             raise
-        fut.add_done_callback(partial(self._stored, user.user_id, members, origin, draft.message_id))
         if origin is not None:
             self._hub.sending(draft.message_id, origin)
         return fut
@@ -171,19 +185,25 @@ class MessageService:
         members: frozenset[str],
         origin: str | None,
         message_id: str,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None,
         fut: asyncio.Future[tuple[Message, bool]],
     ) -> None:
-        """After the store answered: fan a new message out; refund the burst token of anything else."""
-        if not fut.cancelled() and fut.exception() is None:
-            message, created = fut.result()
-            if created:
-                self._hub.deliver(members, MessageEvent(message), exclude=origin)
-        else:
-            created = False
-        if origin is not None:
-            self._hub.sent(message_id)
-        if not created:
-            self._burst.give_back(sender_id)
+        """After the store answered: fan a new message out; refund the burst token of anything else;
+        then the caller's ``then``."""
+        try:
+            if not fut.cancelled() and fut.exception() is None:
+                message, created = fut.result()
+                if created:
+                    self._hub.deliver(members, MessageEvent(message), exclude=origin)
+            else:
+                created = False
+            if origin is not None:
+                self._hub.sent(message_id)
+            if not created:
+                self._burst.give_back(sender_id)
+        finally:
+            if then is not None:
+                then(fut)
 
     async def _retried(self, chat_id: str, sender_id: str, cmid: str | None) -> Message | None:
         # A file is sent once: the retry of a stored file message must be answered before the file's

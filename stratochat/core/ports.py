@@ -118,12 +118,22 @@ class MessageStore(Protocol):
         ...
 
     def submit_message(
-        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+        self,
+        draft: MessageDraft,
+        *,
+        daily_limit: int | None = None,
+        storage_limit: int | None = None,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         """``append_message`` started now, as a future that resolves (or fails) as it would return:
         the socket hot path keeps many sends in flight without a coroutine per message. A store that
         orders writes (SQLite's single writer) applies submissions in call order. Must be called from
-        the event loop; a store that is not open fails the call at once (``Unavailable``)."""
+        the event loop; a store that is not open fails the call at once (``Unavailable``).
+
+        ``then``, when given, is called once with the future as soon as it is done (also when it
+        failed or was cancelled), before the future's own done-callbacks, and where the store can, in
+        the same loop turn as the write's completion: each done-callback waits a turn of the loop, which
+        under load is many milliseconds. It must not raise."""
         ...
 
     async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:

@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -325,10 +326,12 @@ def _take_now(conn: SocketConnection, services: Services, text: str) -> bool:
         return False
     cmid = frame.get("client_msg_id")
     try:
-        fut = services.messages.submit(conn.user, frame.get("chat_id"), frame.get("content"), cmid, origin=conn.conn_id)
+        fut = services.messages.submit(
+            conn.user, frame.get("chat_id"), frame.get("content"), cmid, origin=conn.conn_id, then=_then_ack(conn, cmid)
+        )
         if fut is None:
             return False
-        _pipeline(conn, cmid, fut)
+        conn.in_flight += 1
         _slide_session(conn, services)
     except StratochatError as exc:
         conn.send_text(error_frame_for(exc, cmid))
@@ -396,17 +399,18 @@ async def _send(conn: SocketConnection, frame: dict[str, Any], services: Service
     file_id = frame.get("file_id")
     fut = None
     if file_id is None:
-        fut = services.messages.submit(conn.user, chat_id, content, cmid, origin=conn.conn_id)
+        ack = _then_ack(conn, cmid)
+        fut = services.messages.submit(conn.user, chat_id, content, cmid, origin=conn.conn_id, then=ack)
     if fut is not None:
-        _pipeline(conn, cmid, fut)
+        conn.in_flight += 1
         return
     message, _ = await services.messages.send(conn.user, chat_id, content, cmid, origin=conn.conn_id, file_id=file_id)
     conn.send_text(ack_frame(message.client_msg_id, message))
 
 
-def _pipeline(conn: SocketConnection, cmid: object, fut: asyncio.Future[tuple[Message, bool]]) -> None:
-    conn.in_flight += 1
-    fut.add_done_callback(partial(_acked, conn, cmid))
+def _then_ack(conn: SocketConnection, cmid: object) -> Callable[[asyncio.Future[tuple[Message, bool]]], None]:
+    """The ack of a pipelined send (counted in ``conn.in_flight`` once the send is submitted)."""
+    return partial(_acked, conn, cmid)
 
 
 def _acked(conn: SocketConnection, cmid: object, fut: asyncio.Future[tuple[Message, bool]]) -> None:

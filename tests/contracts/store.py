@@ -268,6 +268,32 @@ class StoreContract:
         assert entries[b.user_id].read_seq == 0 and entries[b.user_id].unread_count == 3
         assert entries[b.user_id].chat == got
 
+    async def test_submit_calls_then_once_before_the_futures_callbacks(self, store: Store, clock: FakeClock) -> None:
+        """``submit_message``'s ``then`` gets the done future (stored, or failed as ``append_message``
+        would fail) exactly once, ahead of the future's own done-callbacks."""
+        a, b = await new_user(store, clock), await new_user(store, clock)
+        chat = await new_chat(store, clock, a, b)
+        seen: list[tuple[str, int]] = []
+        outcomes: list[object] = []
+
+        def then(fut: asyncio.Future[tuple[Message, bool]]) -> None:
+            assert fut.done()
+            seen.append(("then", id(fut)))
+            exc = fut.exception()
+            outcomes.append(type(exc).__name__ if exc else fut.result()[0].seq)
+
+        futs = [store.submit_message(draft(chat, a, f"m{i}"), then=then) for i in range(3)]
+        futs.append(store.submit_message(draft(replace(chat, chat_id="no-such-chat"), a, "x"), then=then))
+        for fut in futs:
+            fut.add_done_callback(lambda f: seen.append(("callback", id(f))))
+        done, _ = await asyncio.wait(futs, timeout=10)
+        assert len(done) == 4
+        await asyncio.sleep(0)
+        assert sorted(outcomes, key=str) == [1, 2, 3, "NotFound"]
+        assert len(seen) == 8
+        for fut in futs:
+            assert seen.index(("then", id(fut))) < seen.index(("callback", id(fut)))
+
     async def test_long_message_preview_is_its_beginning(self, store: Store, clock: FakeClock) -> None:
         """The preview of a long message is a non-trivial prefix of it; the message itself is whole."""
         a, b = await new_user(store, clock), await new_user(store, clock)

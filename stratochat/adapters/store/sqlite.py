@@ -537,6 +537,8 @@ class SqliteStore:
         self._queue: queue.SimpleQueue[tuple[WriteFn, tuple[Any, ...], asyncio.Future[Any]] | None] = (
             queue.SimpleQueue()
         )
+        # submit_message's ``then`` callbacks, run by _resolve as their futures complete.
+        self._thens: dict[asyncio.Future[Any], Callable[[asyncio.Future[Any]], None]] = {}
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -666,9 +668,25 @@ class SqliteStore:
                 results = self._run_batch(conn, batch)
                 self.batches += 1
                 self.writes += len(batch)
-                loop.call_soon_threadsafe(_resolve, results)
+                loop.call_soon_threadsafe(self._resolve, results)
         finally:
             conn.close()
+
+    def _resolve(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        """On the loop: complete a batch's futures, running their ``then`` callbacks at once."""
+        thens = self._thens
+        for fut, value, exc in results:
+            if not fut.cancelled():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(value)
+            then = thens.pop(fut, None) if thens else None
+            if then is not None:
+                try:
+                    then(fut)
+                except Exception:
+                    log.exception("a write's completion callback failed")
 
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[WriteFn, tuple[Any, ...], asyncio.Future[Any]]]
@@ -834,9 +852,17 @@ class SqliteStore:
         return await self.submit_message(draft, daily_limit=daily_limit, storage_limit=storage_limit)
 
     def submit_message(
-        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+        self,
+        draft: MessageDraft,
+        *,
+        daily_limit: int | None = None,
+        storage_limit: int | None = None,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
-        return self._submit(append_message_txn, draft, daily_limit, storage_limit)
+        fut = self._submit(append_message_txn, draft, daily_limit, storage_limit)
+        if then is not None:
+            self._thens[fut] = then
+        return fut
 
     async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:
         row = await self._fetchone(
@@ -937,13 +963,3 @@ def _commit(
             conn.execute("ROLLBACK")
         return [(fut, None, Unavailable("database commit failed")) for fut, _, _ in results]
     return results
-
-
-def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, exc in results:
-        if fut.cancelled():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)

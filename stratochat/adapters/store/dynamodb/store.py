@@ -10,7 +10,7 @@ access patterns and their cost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from ....core.errors import Unavailable
 from ....core.models import Chat, FileRecord, InboxEntry, Message, MessageDraft, Session, Usage, User
@@ -124,10 +124,18 @@ class DynamoStore:
         return await self._messages.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit)
 
     def submit_message(
-        self, draft: MessageDraft, *, daily_limit: int | None = None, storage_limit: int | None = None
+        self,
+        draft: MessageDraft,
+        *,
+        daily_limit: int | None = None,
+        storage_limit: int | None = None,
+        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         # Each message is its own transaction here; a task keeps it going while the socket reads on.
-        return asyncio.ensure_future(self.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit))
+        task = asyncio.ensure_future(self.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit))
+        if then is not None:
+            task.add_done_callback(then)  # first of its callbacks; a task's completion is a loop turn anyway
+        return task
 
     async def get_by_client_msg_id(self, chat_id: str, sender_id: str, client_msg_id: str) -> Message | None:
         return await self._messages.get_by_client_msg_id(chat_id, sender_id, client_msg_id)
