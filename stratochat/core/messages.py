@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,7 @@ from .hub import Hub
 from .ids import message_ids
 from .limits import TierPolicy, TokenBuckets
 from .models import FileRef, Message, MessageDraft, User
-from .ports import Clock, MessageStore
+from .ports import Clock, MessageStore, StoredCallback
 
 if TYPE_CHECKING:
     from .files import FileService
@@ -121,7 +120,7 @@ class MessageService:
         client_msg_id: object = None,
         *,
         origin: str | None = None,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
+        then: StoredCallback | None = None,
     ) -> asyncio.Future[tuple[Message, bool]] | None:
         """``send`` of a text message, started now without a coroutine of its own (the socket hot path).
         The checks run before this returns and raise as ``send`` would; the future resolves after the
@@ -161,7 +160,7 @@ class MessageService:
         members: frozenset[str],
         draft: MessageDraft,
         origin: str | None,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
+        then: StoredCallback | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         """Hand the draft to the store; the fan-out (or the burst refund) follows from its future."""
         limits = self._tiers.limits_for(user)
@@ -185,7 +184,7 @@ class MessageService:
         members: frozenset[str],
         origin: str | None,
         message_id: str,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None,
+        then: StoredCallback | None,
         fut: asyncio.Future[tuple[Message, bool]],
     ) -> None:
         """After the store answered: fan a new message out; refund the burst token of anything else;

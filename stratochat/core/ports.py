@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 from .models import Chat, FileRecord, InboxEntry, Message, MessageDraft, Session, UploadGrant, Usage, User
 
+# What ``MessageStore.submit_message`` calls when a submitted message is stored or refused.
+StoredCallback = Callable[[asyncio.Future[tuple[Message, bool]]], None]
+
 
 class Clock(Protocol):
     def now_ms(self) -> int:
@@ -123,7 +126,7 @@ class MessageStore(Protocol):
         *,
         daily_limit: int | None = None,
         storage_limit: int | None = None,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
+        then: StoredCallback | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         """``append_message`` started now, as a future that resolves (or fails) as it would return:
         the socket hot path keeps many sends in flight without a coroutine per message. A store that

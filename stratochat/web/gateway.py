@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..core.errors import StratochatError, Unauthorized
 from ..core.models import Message, Session, User
+from ..core.ports import StoredCallback
 from ..core.services import Services
 from ..logs import request_id
 from .access import request_id_of
@@ -408,7 +408,7 @@ async def _send(conn: SocketConnection, frame: dict[str, Any], services: Service
     conn.send_text(ack_frame(message.client_msg_id, message))
 
 
-def _then_ack(conn: SocketConnection, cmid: object) -> Callable[[asyncio.Future[tuple[Message, bool]]], None]:
+def _then_ack(conn: SocketConnection, cmid: object) -> StoredCallback:
     """The ack of a pipelined send (counted in ``conn.in_flight`` once the send is submitted)."""
     return partial(_acked, conn, cmid)
 

@@ -38,7 +38,7 @@ from ...core.models import (
     User,
     utc_day,
 )
-from ...core.ports import Clock
+from ...core.ports import Clock, StoredCallback
 
 log = logging.getLogger("stratochat.store.sqlite")
 
@@ -857,7 +857,7 @@ class SqliteStore:
         *,
         daily_limit: int | None = None,
         storage_limit: int | None = None,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
+        then: StoredCallback | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         fut = self._submit(append_message_txn, draft, daily_limit, storage_limit)
         if then is not None:

@@ -10,11 +10,11 @@ access patterns and their cost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from ....core.errors import Unavailable
 from ....core.models import Chat, FileRecord, InboxEntry, Message, MessageDraft, Session, Usage, User
-from ....core.ports import Clock
+from ....core.ports import Clock, StoredCallback
 from .chats import DynamoChats
 from .client import DynamoClient
 from .files import DynamoFiles
@@ -129,7 +129,7 @@ class DynamoStore:
         *,
         daily_limit: int | None = None,
         storage_limit: int | None = None,
-        then: Callable[[asyncio.Future[tuple[Message, bool]]], None] | None = None,
+        then: StoredCallback | None = None,
     ) -> asyncio.Future[tuple[Message, bool]]:
         # Each message is its own transaction here; a task keeps it going while the socket reads on.
         task = asyncio.ensure_future(self.append_message(draft, daily_limit=daily_limit, storage_limit=storage_limit))
