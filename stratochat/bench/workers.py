@@ -616,7 +616,8 @@ def worker_main(conn: Connection) -> None:
     raise_fd_limit()
     try:
         plan: WorkerPlan = conn.recv()
-    except (EOFError, OSError):
+    except (EOFError, OSError) as exc:
+        print(f"bench worker: no plan from the coordinator ({exc!r})", file=sys.stderr)
         return
     if plan.nice:
         # A reconnect storm's clients would otherwise take most of a small machine from the server and
