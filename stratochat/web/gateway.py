@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from ..core import outbox
 from ..core.errors import StratochatError, Unauthorized
 from ..core.models import Message, Session, User
 from ..core.ports import StoredCallback
@@ -159,7 +160,7 @@ class SocketConnection:
             self._wake.set()
         elif self._started and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            outbox.defer(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
