@@ -92,9 +92,17 @@ class Socket:
         self.ready: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, url: str, token: str | None, headers: dict[str, str] | None = None) -> Socket:
+    async def open(
+        cls, url: str, token: str | None, headers: dict[str, str] | None = None, compression: str | None = "deflate"
+    ) -> Socket:
         h = {"Authorization": f"Bearer {token}"} if token else {}
-        ws = await connect(url, additional_headers={**h, **(headers or {})}, open_timeout=10, max_size=None)
+        ws = await connect(
+            url,
+            additional_headers={**h, **(headers or {})},
+            open_timeout=10,
+            max_size=None,
+            compression=compression,  # type: ignore[arg-type]
+        )
         sock = cls(ws)
         sock.ready = await sock.expect("ready")
         return sock

@@ -403,3 +403,36 @@ async def test_a_closed_socket_leaves_no_reference_cycles(server: ThreadServer, 
     assert left == []
     assert (await listener.expect("message"))["message"]["content"] == "hello"
     await listener.close()
+
+
+def test_our_text_frame_headers_are_the_ones_websockets_writes() -> None:
+    from websockets.frames import Frame, Opcode
+
+    from stratochat.web.wsprotocol import text_frame_header
+
+    for n in (0, 1, 125, 126, 127, 65_535, 65_536, 70_000):
+        payload = b"x" * n
+        assert text_frame_header(n) + payload == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_frames_of_every_length_class_arrive_whole(
+    make_server: Callable[..., ThreadServer], compression: str | None
+) -> None:
+    """Payloads under 126 bytes, up to 64 KiB and beyond (7-, 16- and 64-bit lengths), with and without
+    permessage-deflate (with it, websockets frames them; without, the gateway's writer does)."""
+    server = make_server(max_message_chars=30_000)
+    async with Api(server.url) as alice, Api(server.url) as bob:
+        await alice.signup()
+        await bob.signup()
+        a = await alice.socket(server.ws_url, compression=compression)
+        b = await bob.socket(server.ws_url, compression=compression)
+        assert bool(a.ws.protocol.extensions) == (compression is not None)
+        cid = (await alice.chat_with(bob.username))["chat_id"]
+        await b.expect("chat")
+        for i, content in enumerate(["hi", "é" * 40, "x" * 2_000, "😀" * 20_000]):
+            ack = await a.send_text(cid, content, f"len-{i}")
+            assert ack["message"]["content"] == content
+            assert (await b.expect("message"))["message"]["content"] == content
+        await a.close()
+        await b.close()
