@@ -36,7 +36,8 @@ from .settings import Settings
 from .web import errors
 from .web.access import AccessLog
 from .web.frames import encode_event
-from .web.gateway import HANDSHAKES_AT_ONCE, SessionSweeper, serve_socket
+from .web.gateway import CLOSINGS_PER_TURN, HANDSHAKES_AT_ONCE, SessionSweeper, serve_socket
+from .web.pacing import TurnGate
 from .web.routes import auth, chats, client_config, files, health, metrics, pages
 from .web.security import OriginPolicy, SecurityHeaders
 from .web.shutdown import Drain
@@ -259,6 +260,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 "settings": settings,
                 "origins": OriginPolicy(settings.extra_origins),
                 "handshakes": asyncio.Semaphore(HANDSHAKES_AT_ONCE),
+                "closings": TurnGate(CLOSINGS_PER_TURN),
                 "oidc": oidc,
                 "blobs": blobs,
             }

@@ -40,6 +40,8 @@ log = logging.getLogger("stratochat.gateway")
 MAX_IN_FLIGHT = 64
 # Handshakes (authenticate, attach) in progress at once per node; the rest wait their turn.
 HANDSHAKES_AT_ONCE = 32
+# Closed sockets cleaned up per loop turn (``TurnGate``); the rest wait for later turns.
+CLOSINGS_PER_TURN = 32
 # Frames other than sends a socket may send: a steady rate and a burst (sends meet the per-user limits).
 FRAME_RATE, FRAME_BURST = 100.0, 200.0
 CLOSE_SESSION_ENDED = 4401
@@ -260,6 +262,10 @@ async def websocket_endpoint(ws: WebSocket, receive: Receive) -> None:
             conn.start()
             await _read_loop(receive, conn, services)
         finally:
+            # A socket that closed can wait its turn behind the frames of those still open (cancelled
+            # meanwhile, it is still detached: the hub must not keep it).
+            with contextlib.suppress(asyncio.CancelledError):
+                await ws.state.closings.wait()
             await services.hub.detach(conn)
             await conn.wait_in_flight(1)
             conn.close(1000, "bye")
