@@ -32,6 +32,7 @@ from .core.messages import MessageService
 from .core.ports import BlobStore, Broker, Clock, IdentityProvider, PresenceStore, Store
 from .core.presence import PresenceService
 from .core.services import Services
+from .fdwatch import FdWatch
 from .settings import Settings
 from .web import errors
 from .web.access import AccessLog
@@ -238,6 +239,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             purger = FilePurger(services.files, interval_s=settings.file_purge_interval)
             await purger.start()
             stack.push_async_callback(purger.close)
+            fdwatch = FdWatch()
+            await fdwatch.start()
+            stack.push_async_callback(fdwatch.close)
             oidc: object | None = None  # identity provider login, when configured
             provider = build_identity_provider(settings, clock)
             if provider is not None:

@@ -10,12 +10,12 @@ ids, names or content.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from ...fdwatch import open_files as fd_count
 from ..deps import ServicesDep
 
 router = APIRouter()
@@ -29,15 +29,6 @@ _HUB_HELP = {
     "gaps_filled": "seq gaps filled from the store",
     "duplicates_dropped": "messages dropped because the socket already had them",
 }
-
-
-def _open_files() -> tuple[int | None, int]:
-    try:
-        import resource
-
-        return len(os.listdir("/proc/self/fd")), resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (OSError, ImportError):  # not Linux
-        return None, 0
 
 
 def _label(value: str) -> str:
@@ -61,7 +52,7 @@ async def metrics(services: ServicesDep) -> Response:
     lines += _family("stratochat_connections", "gauge", "open WebSocket connections", [(node, hub.connection_count())])
     local_users = len(hub.local_user_ids())
     lines += _family("stratochat_local_users", "gauge", "users with a socket on this node", [(node, local_users)])
-    open_files, limit = _open_files()
+    open_files, limit = fd_count()
     if open_files is not None:
         # Past the limit new connections are accepted and closed at once, silently: alert before it.
         lines += _family("stratochat_open_files", "gauge", "file descriptors open", [(node, open_files)])
