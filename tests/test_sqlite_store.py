@@ -74,3 +74,66 @@ async def test_the_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> No
         assert busy == 0 and log_frames == checkpointed
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def one(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, FakeClock]]:
+    clock = FakeClock()
+    store = SqliteStore(tmp_path / "s.db", clock)
+    await store.start()
+    try:
+        yield store, clock
+    finally:
+        await store.close()
+
+
+async def test_a_batch_waits_on_the_writer_thread_while_another_process_holds_the_write_lock(
+    one: tuple[SqliteStore, FakeClock], tmp_path: Path
+) -> None:
+    """The loop never waits for the lock: it hands the batch to the writer thread, which does."""
+    store, clock = one
+    alice, bob = await new_user(store, clock), await new_user(store, clock)
+    chat = await new_chat(store, clock, alice, bob)
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    try:
+        pending = [store.submit_message(draft(chat, alice, f"m{i}")) for i in range(3)]
+        ticks = 0
+        for _ in range(20):  # the loop keeps turning meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not any(f.done() for f in pending)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    stored = await asyncio.wait_for(asyncio.gather(*pending), 10)
+    assert [m.seq for m, created in stored] == [1, 2, 3]
+
+
+async def test_a_sqlite_error_on_the_fast_path_reruns_the_batch_op_by_op(
+    one: tuple[SqliteStore, FakeClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the failed attempt stays, and every write of the batch still lands once."""
+    from stratochat.adapters.store import sqlite as sqlite_store
+
+    store, clock = one
+    alice, bob = await new_user(store, clock), await new_user(store, clock)
+    chat = await new_chat(store, clock, alice, bob)
+    real_append = sqlite_store.MessageAppender.append
+    calls = 0
+
+    def failing_second(self: object, *args: object, **kw: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_append(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store.MessageAppender, "append", failing_second)
+    stored = await asyncio.gather(*(store.append_message(draft(chat, alice, f"m{i}", f"c{i}")) for i in range(3)))
+    assert [(m.seq, m.content, created) for m, created in stored] == [(1, "m0", True), (2, "m1", True), (3, "m2", True)]
+    page, _ = await store.list_messages(chat.chat_id, after=0, limit=50)
+    assert [(m.seq, m.content) for m in page] == [(1, "m0"), (2, "m1"), (3, "m2")]
+    monkeypatch.undo()
+    message, created = await store.append_message(draft(chat, bob, "after"))
+    assert created and message.seq == 4  # the fast path again, its seq cache rebuilt
