@@ -58,14 +58,16 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 def tune_gc() -> None:
     """Collect the young generation every 20,000 net allocations instead of 700, and the middle one
-    every 5 of those: a chat server allocates a few short-lived objects per frame, and the defaults ran
+    every 2 of those: a chat server allocates a few short-lived objects per frame, and the defaults ran
     a collection every few hundred messages (12% of the CPU per message in the ``pairs`` bench), and
     full collections over every socket's objects (up to 0.5 s each, 20 in a 5,000-client reconnect;
-    ``benchmarks/gc_pauses.py``). Larger thresholds cost longer young pauses (50,000 gave 0.57 s ones),
-    so these keep each pause near 0.1 s at most. Objects alive at startup are frozen out of the walks."""
+    ``benchmarks/gc_pauses.py``). Larger thresholds cost longer young pauses (50,000 gave 0.57 s ones).
+    In a reconnect storm most new objects live on (the new sockets'), so a middle collection walks
+    nearly all that its young ones kept: every 5 they took 50-80 ms, every 2 they take 30-45. Objects
+    alive at startup are frozen out of the walks."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 5, 1_000)
+    gc.set_threshold(20_000, 2, 1_000)
 
 
 def _serve(args: argparse.Namespace) -> int:
