@@ -9,11 +9,12 @@ from 90% of the soft limit, at most once a minute while it lasts, and once more 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
+
+from .core.periodic import Periodic
 
 log = logging.getLogger("stratochat.fdwatch")
 
@@ -30,7 +31,10 @@ def open_files() -> tuple[int | None, int]:
         return None, 0
 
 
-class FdWatch:
+class FdWatch(Periodic):
+    name = "fd-watch"
+    failure = "cannot count open files"
+
     def __init__(
         self,
         interval_s: float = 5.0,
@@ -38,31 +42,14 @@ class FdWatch:
         count: Callable[[], tuple[int | None, int]] = open_files,
         repeat_s: float = 60.0,
     ) -> None:
-        self._interval = interval_s
+        super().__init__(interval_s)
         self._count = count
         self._repeat = repeat_s
         self._warned_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fd-watch")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                used, limit = await asyncio.to_thread(self._count)
-            except Exception:
-                log.debug("cannot count open files", exc_info=True)
-                continue
-            if used is None:
-                return  # nothing to watch on this platform
+    async def step(self) -> None:
+        used, limit = await asyncio.to_thread(self._count)
+        if used is not None:  # None: this platform cannot tell
             self.check(used, limit)
 
     def check(self, used: int, limit: int) -> None:

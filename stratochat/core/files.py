@@ -9,8 +9,6 @@ blob first, once void.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import re
@@ -23,6 +21,7 @@ from .chats import ChatService
 from .errors import BadRequest, NotFound, QuotaExceeded, RateLimited, TooLarge
 from .limits import TierPolicy, TokenBuckets
 from .models import FileRecord, FileRef, Upload, User, utc_day
+from .periodic import Periodic
 from .ports import BlobStore, Clock, FileStore, UsageStore
 
 log = logging.getLogger("stratochat.files")
@@ -304,30 +303,17 @@ class FileService:
         return purged
 
 
-class FilePurger:
+class FilePurger(Periodic):
     """Runs ``FileService.purge_expired`` every ``interval_s`` seconds until closed."""
 
+    name = "file-purger"
+    failure = "purge of expired uploads failed"
+
     def __init__(self, files: FileService, interval_s: float) -> None:
+        super().__init__(interval_s)
         self._files = files
-        self._interval = interval_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="file-purger")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                n = await self._files.purge_expired()
-                if n:
-                    log.info("purged %d expired uploads", n)
-            except Exception:
-                log.warning("purge of expired uploads failed", exc_info=True)
+    async def step(self) -> None:
+        n = await self._files.purge_expired()
+        if n:
+            log.info("purged %d expired uploads", n)

@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from ..core import outbox
 from ..core.errors import StratochatError, Unauthorized
 from ..core.models import Message, Session, User
+from ..core.periodic import Periodic
 from ..core.ports import StoredCallback
 from ..core.services import Services
 from ..logs import request_id
@@ -450,31 +451,19 @@ def _slide_session(conn: SocketConnection, services: Services) -> None:
     task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
 
-class SessionSweeper:
+class SessionSweeper(Periodic):
     """Closes sockets whose session expired or was revoked elsewhere (another node's logout reaches
     the hub directly; this catches expiry and deletions made outside the hub)."""
 
+    name = "session-sweeper"
+    failure = "session sweep failed"
+
     def __init__(self, services: Services, interval_s: float) -> None:
+        super().__init__(interval_s)
         self._services = services
-        self._interval = interval_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="session-sweeper")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.warning("session sweep failed", exc_info=True)
+    async def step(self) -> None:
+        await self.sweep()
 
     async def sweep(self) -> None:
         now = self._services.clock.now_ms()
