@@ -5,6 +5,8 @@ then ``on_resubscribed``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import time
 import uuid
@@ -220,3 +222,30 @@ async def test_unanswering_redis_is_noticed_by_keepalive(make_redis: MakeRedis, 
     b, _ = await started(redis.url, closing)
     await b.publish([(topic, b"after")])
     await inbox.wait_for(1)
+
+
+async def test_close_never_hangs_on_a_task_that_swallows_its_cancel(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On Python 3.11 a cancel that lands as a read's own timeout expires can be lost; a shutdown must
+    still end (and say what it left behind)."""
+    from stratochat.adapters.broker import redis as redis_broker
+
+    monkeypatch.setattr(redis_broker, "CLOSE_TIMEOUT_S", 0.2)
+    stop = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    task.cancel()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="stratochat.broker.redis"):
+        await redis_broker._stop_within([task], "task")
+    assert time.monotonic() - t0 < 2
+    assert "1 task(s) did not stop within 0.2 s" in caplog.text
+    stop.set()
+    await task

@@ -56,6 +56,8 @@ KEEPALIVE_S = 5.0
 # Reconnect backoff: 0.1 s doubling up to 5 s (with jitter), so a node is back within seconds of
 # Redis returning (the readiness contract allows 30 s).
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
+# How long close() waits for the broker's tasks to end after cancelling them.
+CLOSE_TIMEOUT_S = 5.0
 # At most this many (S)SUBSCRIBE commands are written at once while restoring subscriptions.
 SUBSCRIBE_CHUNK = 256
 
@@ -101,6 +103,16 @@ async def open_client(url: str, cluster: bool | None = None) -> RedisClient:
     return Redis.from_url(url, **_client_options())
 
 
+async def _stop_within(tasks: list[asyncio.Task[None]], what: str) -> None:
+    """Wait for cancelled tasks, but never hang a shutdown on one that does not end."""
+    done, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+    for t in done:
+        if not t.cancelled():
+            t.exception()  # retrieved: an error on the way out is not news
+    if stuck:
+        log.warning("Redis broker: %d %s(s) did not stop within %s s", len(stuck), what, CLOSE_TIMEOUT_S)
+
+
 @dataclass(eq=False)
 class _Link:
     """One subscriber connection and the channels subscribed on it."""
@@ -116,6 +128,9 @@ class _Link:
     outbox: asyncio.Queue[list[bytes]] = field(default_factory=asyncio.Queue)
     reader: asyncio.Task[None] | None = None
     writer: asyncio.Task[None] | None = None
+    # Set before the link's tasks are cancelled. On Python 3.11 a cancel that lands as the read's own
+    # timeout expires can be swallowed (the read just times out), and the reader loops on: it checks this.
+    dropped: bool = False
 
 
 class RedisBroker:
@@ -176,7 +191,8 @@ class RedisBroker:
         tasks = [t for t in (self._supervisor, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await _stop_within(tasks, "task")
         await self._drop_links()
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -431,7 +447,7 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         ping_sent: float | None = None
         try:
-            while True:
+            while not link.dropped:
                 resp = await conn.read_response(timeout=self._keepalive_s, disconnect_on_error=True)
                 now = loop.time()
                 if resp is None:  # idle
@@ -489,9 +505,12 @@ class RedisBroker:
     async def _drop_links(self) -> None:
         links, self._links = self._links, {}
         readers = [t for link in links.values() for t in (link.reader, link.writer) if t is not None]
+        for link in links.values():
+            link.dropped = True
         for r in readers:
             r.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        if readers:
+            await _stop_within(readers, "link task")
         for link in links.values():
             with contextlib.suppress(Exception):
                 await link.conn.disconnect(nowait=True)
