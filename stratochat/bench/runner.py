@@ -31,6 +31,22 @@ START_DELAY_NS = 300_000_000
 FD_HEADROOM = 1024
 
 
+# Error frames that mean the server's tier limits refused the load, not that it could not carry it.
+LIMIT_ERRORS = ("error frame: rate_limited", "error frame: quota_exceeded")
+
+
+def limits_note(errors: Counter[str]) -> str | None:
+    """A note for a run whose sends the server's limits refused: its figures measure those limits."""
+    refused = sum(errors.get(kind, 0) for kind in LIMIT_ERRORS)
+    if not refused:
+        return None
+    return (
+        f"the server refused {refused:,} sends for its limits (rate_limited, quota_exceeded): these figures "
+        "measure its limits, not its speed; lift them (STRATOCHAT_BURST_RATE=0, "
+        "STRATOCHAT_FREE_DAILY_MESSAGES=unlimited) or leave out --url to bench a server of its own"
+    )
+
+
 class BenchRunError(Exception):
     """A worker failed or did not answer in time."""
 
@@ -198,6 +214,9 @@ class ScenarioRun:
             errors.update(counts)
         result["errors"] = dict(errors)
         result["errors_total"] = sum(errors.values())
+        note = limits_note(errors)
+        if note is not None:
+            result.setdefault("notes", []).append(note)
         return result
 
     def _traffic(self, setup: scenarios.Setup, result: dict[str, Any]) -> None:

@@ -221,6 +221,28 @@ def test_cli_help_and_bad_arguments() -> None:
     assert cfg.scenarios == ["fanout", "idle"] and cfg.group == 7 and cfg.url == "http://127.0.0.1:1"
 
 
+def test_a_server_whose_limits_refuse_the_load_is_named_in_the_report(
+    make_server: Callable[..., ThreadServer],
+) -> None:
+    """Against a server on its default limits the sends meet its burst limit: the run says that its
+    figures measure those limits, and how to lift them, instead of leaving a bare error count."""
+    limited = make_server(burst_rate=1, burst_size=2, login_max_failures=0, login_ip_max_failures=0)
+    cfg = BenchConfig(scenarios=["pairs"], url=limited.url, **{**TINY, "window": 4})
+    out = io.StringIO()
+    doc = run(cfg, out=out)
+    (r,) = doc["runs"]
+    assert r["errors"].get("error frame: rate_limited", 0) > 0 and r["lost"] == 0
+    (note,) = [n for n in r["notes"] if "for its limits" in n]
+    assert "STRATOCHAT_BURST_RATE=0" in note
+    assert "measure its limits, not its speed" in out.getvalue()
+
+
+def test_an_unlimited_run_has_no_limits_note(unlimited: ThreadServer) -> None:
+    (r,) = bench(unlimited.url, ["pairs"])["runs"]
+    assert r["errors_total"] == 0
+    assert not [n for n in r.get("notes", []) if "for its limits" in n]
+
+
 def test_cli_json_against_a_url(unlimited: ThreadServer) -> None:
     """`stratochat bench --url ... --json` prints one JSON document and exits 0 when nothing was lost."""
     proc = subprocess.run(
