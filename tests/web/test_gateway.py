@@ -405,6 +405,28 @@ async def test_a_closed_socket_leaves_no_reference_cycles(server: ThreadServer, 
     await listener.close()
 
 
+async def test_an_open_socket_keeps_nothing_of_its_handshake(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """Once accepted, a socket's protocol holds neither the handshake's request and response nor the
+    extension offers (each header is objects the collector walks, for every open socket); the
+    negotiated compression still works. The server runs in this process, so its objects are visible."""
+    import gc
+
+    from stratochat.web.wsprotocol import DirectWebSocketProtocol
+
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    listener = await bob.socket(server.ws_url, compression="deflate")
+    sender = await alice.socket(server.ws_url, compression=None)
+    await sender.send_text(cid, "x" * 3_000)
+    assert (await listener.expect("message"))["message"]["content"] == "x" * 3_000
+    protocols = [o for o in gc.get_objects() if type(o) is DirectWebSocketProtocol and not o.disconnected]
+    assert len(protocols) == 2
+    for p in protocols:
+        assert p.request is None and p.response is None and not p.conn.available_extensions
+    assert sorted(bool(p.conn.extensions) for p in protocols) == [False, True]  # bob's socket deflates
+    await listener.close()
+    await sender.close()
+
+
 def test_our_text_frame_headers_are_the_ones_websockets_writes() -> None:
     from websockets.frames import Frame, Opcode
 
