@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 import uuid
@@ -290,11 +289,16 @@ async def _refuse(ws: WebSocket, status: int, code: str, detail: str) -> None:
 async def _read_loop(receive: Receive, conn: SocketConnection, services: Services) -> None:
     direct = conn.direct
     if direct is not None:
-        # Run in this task's context, so log lines keep the socket's request id.
-        context = contextvars.copy_context()
+        # Log lines keep the socket's request id (set here, not a copy of the task's context per socket:
+        # each is objects the collector walks for every open socket).
+        rid = request_id.get()
 
         def on_text(text: str) -> bool:
-            return context.run(_take_now, conn, services, text)
+            token = request_id.set(rid)
+            try:
+                return _take_now(conn, services, text)
+            finally:
+                request_id.reset(token)
 
         direct.on_text = on_text
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -425,6 +427,44 @@ async def test_an_open_socket_keeps_nothing_of_its_handshake(server: ThreadServe
     assert sorted(bool(p.conn.extensions) for p in protocols) == [False, True]  # bob's socket deflates
     await listener.close()
     await sender.close()
+
+
+async def test_a_frame_taken_at_once_logs_with_its_sockets_request_id(
+    server: ThreadServer, alice: Api, bob: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames answered in the protocol's callback (outside the socket's task) still log under the
+    request id of the socket's handshake."""
+    import io
+    import logging
+
+    from stratochat.core.messages import MessageService
+    from stratochat.logs import JsonFormatter
+
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    sock = await alice.socket(server.ws_url, headers={"X-Request-Id": "sock-rid-42"})
+    await sock.send_text(cid, "fine")  # the chat's members are cached: the next send takes the direct path
+    original = MessageService.submit
+
+    def failing(self: MessageService, user: Any, chat_id: object, content: object, *a: Any, **kw: Any) -> Any:
+        if content == "boom":
+            raise RuntimeError("boom")
+        return original(self, user, chat_id, content, *a, **kw)
+
+    monkeypatch.setattr(MessageService, "submit", failing)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("stratochat.gateway")
+    logger.addHandler(handler)
+    try:
+        await sock.send({"type": "send", "chat_id": cid, "content": "boom", "client_msg_id": "c-boom"})
+        err = await sock.expect("error")
+    finally:
+        logger.removeHandler(handler)
+    assert err["code"] == "internal" and err["client_msg_id"] == "c-boom"
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines() if "frame send failed" in x]
+    assert line["request_id"] == "sock-rid-42"
+    await sock.close()
 
 
 def test_our_text_frame_headers_are_the_ones_websockets_writes() -> None:
