@@ -688,11 +688,15 @@ class SqliteStore:
             results = self._apply(conn, batch)
         except Exception as exc:
             log.warning("fast write path failed (%s); running the batch op by op", exc)
-            self._appender.forget()
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            self._roll_back(conn)
             return self._run_batch_safely, (batch,)
         return self._commit_job, (results,)
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """Abandon the open transaction, and what the appender remembered of it."""
+        self._appender.forget()
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
     def _checkpointer_main(self) -> None:
         """Copies the WAL back into the database file off the commit path. With SQLite's automatic
@@ -725,9 +729,7 @@ class SqliteStore:
                 results = job(conn, *args)
             except Exception:  # a bug, not SQLite: still answer every write, and leave no transaction open
                 log.exception("a write batch failed")
-                self._appender.forget()
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                self._roll_back(conn)
                 results = [(fut, None, Unavailable("database write failed")) for fut in futs]
             self.batches += 1
             self.writes += len(results)
@@ -790,9 +792,7 @@ class SqliteStore:
             results = self._apply(conn, batch)
         except sqlite3.Error as exc:
             log.warning("fast write path failed (%s); running the batch op by op", exc)
-            self._appender.forget()
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            self._roll_back(conn)
             return self._run_batch_safely(conn, batch)
         return _commit(conn, results, self._appender)
 
