@@ -16,6 +16,7 @@ import math
 import os
 import resource
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -121,13 +122,6 @@ class Worker:
     def send(self, kind: str, **payload: Any) -> None:
         self.conn.send((kind, payload))
 
-    def _readable(self) -> None:
-        try:
-            self.inbox.put_nowait(self.conn.recv())
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(self.conn.fileno())
-            self.inbox.put_nowait(None)
-
     async def command(self, kind: str) -> dict[str, Any]:
         msg = await self.inbox.get()
         if msg is None:
@@ -152,7 +146,7 @@ class Worker:
     # main ----------------------------------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._readable)
+        start_pipe_reader(self.conn, loop, self.inbox)
         progress = asyncio.create_task(self._progress())
         try:
             await getattr(self, f"_run_{self.plan.scenario}")()
@@ -161,8 +155,6 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
             await self.close_all()
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self.conn.fileno())
 
     async def _run_pairs(self) -> None:
         await self._run_traffic()
@@ -585,6 +577,32 @@ async def _get(http: httpx.AsyncClient, path: str, headers: dict[str, str], atte
         r.raise_for_status()
         return r
     raise AssertionError("unreachable")
+
+
+def start_pipe_reader(
+    conn: Connection, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[tuple[str, dict[str, Any]] | None]
+) -> threading.Thread:
+    """Puts the coordinator's commands into ``inbox`` (then None: it went away), from a thread of its own.
+    Not ``loop.add_reader``: uvloop makes the fd non-blocking, and a command bigger than the pipe's buffer
+    (``drain``'s bitmaps after a long run on a busy machine) then failed half-read, as if the coordinator
+    had gone, and a big result failed half-sent."""
+
+    def read() -> None:
+        while True:
+            try:
+                msg: tuple[str, dict[str, Any]] | None = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: the worker is done
+                return
+            if msg is None:
+                return
+
+    thread = threading.Thread(target=read, name="bench-pipe", daemon=True)
+    thread.start()
+    return thread
 
 
 def _skip_sniffio_search() -> None:

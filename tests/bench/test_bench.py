@@ -6,21 +6,30 @@ and reports (a delivered message counted once, a dropped one as lost, a repeated
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import multiprocessing
+import os
+import pickle
 import resource
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from stratochat.bench import BenchConfig, BenchSetupError, parse, run
 from stratochat.bench import scenarios as bench_scenarios
 from stratochat.bench.scenarios import SOCKETIO_PATH, Nodes
 from stratochat.bench.stats import Bitmap, Histogram, missing
+from stratochat.bench.workers import start_pipe_reader
 from stratochat.core.hub import Hub, _UserSlot
 from tests.services.redis import RedisServer
 from tests.services.server import ThreadServer
@@ -258,6 +267,41 @@ def test_cli_json_against_a_url(unlimited: ThreadServer) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runs"][0]["scenario"] == "pairs" and doc["runs"][0]["lost"] == 0
+
+
+def test_a_worker_reads_a_command_that_arrives_in_pieces() -> None:
+    """A command bigger than the pipe's buffer, written in two parts with a pause between, reaches the
+    worker whole (it was once taken for the coordinator going away); then the pipe's close does."""
+    parent, child = multiprocessing.Pipe()
+    command = ("drain", {"expected": {k: bytes([k % 251]) * 4096 for k in range(256)}})
+    body = pickle.dumps(command)
+    assert len(body) > 1 << 20
+
+    async def receive() -> list[Any]:
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        start_pipe_reader(child, asyncio.get_running_loop(), inbox)
+
+        def write() -> None:
+            os.write(parent.fileno(), struct.pack("!i", len(body)) + body[:1000])
+            time.sleep(0.3)
+            fd = parent.fileno()
+            view = memoryview(body)[1000:]
+            while view:
+                view = view[os.write(fd, view) :]
+            parent.close()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        got = [await asyncio.wait_for(inbox.get(), 10), await asyncio.wait_for(inbox.get(), 10)]
+        writer.join()
+        return got
+
+    try:
+        first, then = uvloop.run(receive())
+    finally:
+        child.close()
+    assert first == command
+    assert then is None
 
 
 def test_histogram_and_bitmaps() -> None:
