@@ -141,7 +141,7 @@ def row_of(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> str:
-    runs = [r for r in report["runs"] if "skipped" not in r]
+    runs = [r for r in report["runs"] if "skipped" not in r and "failed" not in r]
     rows = [[head for head, _ in COLUMNS]]
     for run in runs:
         for values in rows_of(run):
@@ -175,6 +175,8 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"  {run['scenario']} errors: {detail}")
         if "skipped" in run:
             lines.append(f"  {run['scenario']}: skipped ({run['skipped']})")
+        if "failed" in run:
+            lines.append(f"  {run['scenario']}: FAILED: {run['failed']}")
     return "\n".join(lines) + "\n"
 
 

@@ -455,13 +455,22 @@ def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = Non
         doc["url"] = urls[0]
         doc["urls"] = urls
         stats = ProcStats(*pids) if pids else None
-        for scenario in cfg.scenarios:
+        for at, scenario in enumerate(cfg.scenarios):
             if scenario == "reconnect" and cfg.target != "stratochat":
                 doc["runs"].append(
                     {"scenario": scenario, "skipped": f"the {cfg.target} baseline keeps no history to recover from"}
                 )
                 continue
-            doc["runs"].append(ScenarioRun(cfg, scenario, urls, stats, progress, redis_stats).run())
+            try:
+                doc["runs"].append(ScenarioRun(cfg, scenario, urls, stats, progress, redis_stats).run())
+            except (BenchSetupError, BenchRunError) as exc:
+                # The scenarios already run keep their figures; the rest would meet the same server.
+                progress.done()
+                doc["runs"].append({"scenario": scenario, "failed": str(exc)})
+                doc["runs"].extend(
+                    {"scenario": s, "skipped": f"not run after {scenario} failed"} for s in cfg.scenarios[at + 1 :]
+                )
+                break
     report.write(doc, cfg.json, out)
     return doc
 
@@ -478,11 +487,14 @@ def main(argv: Sequence[str]) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         doc = run(cfg)
-    except (BenchSetupError, BenchRunError) as exc:
+    except (BenchSetupError, BenchRunError) as exc:  # before any scenario: the servers did not start
         print(f"stratochat bench: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+    failed = [r for r in doc["runs"] if "failed" in r]
+    for r in failed:
+        print(f"stratochat bench: {r['scenario']} failed: {r['failed']}", file=sys.stderr)
     bad = [
         r
         for r in doc["runs"]
@@ -491,4 +503,4 @@ def main(argv: Sequence[str]) -> int:
         or (r.get("live") or {}).get("lost")
         or (r.get("live") or {}).get("duplicates")
     ]
-    return 3 if bad else 0
+    return 1 if failed else 3 if bad else 0

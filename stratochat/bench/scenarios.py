@@ -145,6 +145,13 @@ async def gather_limited(jobs: list[Callable[[], Awaitable[T]]], limit: int) -> 
     return list(await asyncio.gather(*(one(j) for j in jobs)))
 
 
+SIGNUP_LIMIT_HINT = (
+    "The server limits sign-ups from one address (STRATOCHAT_SIGNUP_RATE per minute, bursts of "
+    "STRATOCHAT_SIGNUP_BURST: 100 by default) and every scenario registers accounts of its own: bench a server "
+    "started with STRATOCHAT_SIGNUP_RATE=0, or leave out --url and the bench starts one with its limits lifted"
+)
+
+
 def _refused(what: str, r: httpx.Response) -> BenchSetupError:
     return BenchSetupError(f"{what} answered {r.status_code}: {r.text[:300]}")
 
@@ -164,6 +171,10 @@ class ContractClient:
         body = {"username": username, "password": self.password}
         try:
             r = await self.http.post("/api/auth/register", json=body)
+            if r.status_code == 429:
+                raise BenchSetupError(
+                    f"POST /api/auth/register ({username}) answered 429: {r.text[:200]}. {SIGNUP_LIMIT_HINT}"
+                )
             if r.status_code != 201:
                 raise _refused(f"POST /api/auth/register ({username})", r)
             r = await self.http.post("/api/auth/login", json=body)

@@ -246,6 +246,29 @@ def test_a_server_whose_limits_refuse_the_load_is_named_in_the_report(
     assert "measure its limits, not its speed" in out.getvalue()
 
 
+def test_a_scenario_the_server_refuses_keeps_the_runs_before_it(make_server: Callable[..., ThreadServer]) -> None:
+    """A server that runs out of sign-ups after the first scenario: its table still prints, the refused
+    scenario says why and how to lift the limit, the rest are not run, and the exit status is 1."""
+    limited = make_server(signup_rate=0.01, signup_burst=4, free_daily_messages=None, login_ip_max_failures=0)
+    proc = subprocess.run(
+        [
+            *[sys.executable, "-m", "stratochat", "bench", "pairs", "fanout", "idle", "--url", limited.url],
+            *["--quiet", "--workers", "1", "--pairs", "2", "--group", "3", "--duration", "1", "--warmup", "0.2"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    (pairs_row,) = [line for line in proc.stdout.splitlines() if line.startswith("pairs (window")]
+    assert pairs_row.split()[4].replace(",", "").isdigit()  # offered "-", then msgs/s
+    (failed,) = [line for line in proc.stdout.splitlines() if "fanout: FAILED" in line]
+    assert "answered 429" in failed and "STRATOCHAT_SIGNUP_RATE=0" in failed
+    assert "idle: skipped (not run after fanout failed)" in proc.stdout
+    assert "fanout failed" in proc.stderr
+
+
 def test_an_unlimited_run_has_no_limits_note(unlimited: ThreadServer) -> None:
     (r,) = bench(unlimited.url, ["pairs"])["runs"]
     assert r["errors_total"] == 0
