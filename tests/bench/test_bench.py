@@ -63,6 +63,17 @@ def bench(url: str | None, scenarios: list[str], **overrides: Any) -> dict[str, 
     return doc
 
 
+def bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``stratochat bench ARGS`` in a process of its own, one load worker, one second of sending."""
+    return subprocess.run(
+        [sys.executable, "-m", "stratochat", "bench", *args, "--workers", "1", "--duration", "1", "--warmup", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+
+
 @pytest.fixture
 def unlimited(make_server: Callable[..., ThreadServer]) -> ThreadServer:
     """A server with the tier limits lifted, as the bench sets up its own."""
@@ -250,16 +261,7 @@ def test_a_scenario_the_server_refuses_keeps_the_runs_before_it(make_server: Cal
     """A server that runs out of sign-ups after the first scenario: its table still prints, the refused
     scenario says why and how to lift the limit, the rest are not run, and the exit status is 1."""
     limited = make_server(signup_rate=0.01, signup_burst=4, free_daily_messages=None, login_ip_max_failures=0)
-    proc = subprocess.run(
-        [
-            *[sys.executable, "-m", "stratochat", "bench", "pairs", "fanout", "idle", "--url", limited.url],
-            *["--quiet", "--workers", "1", "--pairs", "2", "--group", "3", "--duration", "1", "--warmup", "0.2"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
+    proc = bench_cli("pairs", "fanout", "idle", "--url", limited.url, "--quiet", "--pairs", "2", "--group", "3")
     assert proc.returncode == 1, proc.stderr
     (pairs_row,) = [line for line in proc.stdout.splitlines() if line.startswith("pairs (window")]
     assert pairs_row.split()[4].replace(",", "").isdigit()  # offered "-", then msgs/s
@@ -277,16 +279,7 @@ def test_an_unlimited_run_has_no_limits_note(unlimited: ThreadServer) -> None:
 
 def test_cli_json_against_a_url(unlimited: ThreadServer) -> None:
     """`stratochat bench --url ... --json` prints one JSON document and exits 0 when nothing was lost."""
-    proc = subprocess.run(
-        [
-            *[sys.executable, "-m", "stratochat", "bench", "pairs", "--url", unlimited.url, "--json", "--quiet"],
-            *["--workers", "1", "--pairs", "1", "--duration", "1", "--warmup", "0.2", "--drain", "1"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-    )
+    proc = bench_cli("pairs", "--url", unlimited.url, "--json", "--quiet", "--pairs", "1", "--drain", "1")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runs"][0]["scenario"] == "pairs" and doc["runs"][0]["lost"] == 0
