@@ -498,3 +498,90 @@ async def test_frames_of_every_length_class_arrive_whole(
             assert (await b.expect("message"))["message"]["content"] == content
         await a.close()
         await b.close()
+
+
+def _client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode(opcode), payload, fin=fin).serialize(mask=True, extensions=[])
+
+
+async def test_text_frames_cut_anywhere_arrive_whole_and_in_order(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """Frames written back to back and cut at random places (inside a header, a mask, a payload),
+    with a control frame, a fragmented message and a 16-bit length among them: every send is
+    acknowledged in order, every ping answered, nothing lost or doubled. The server takes whole text
+    frames itself and leaves the rest to websockets, so the cuts test where one hands over to the other."""
+    import random
+
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    s = await alice.socket(server.ws_url, compression=None)  # no extension: the fast path
+    stream, expected = b"", []
+    for i in range(40):
+        cmid = f"cut-{i}"
+        body = json.dumps({"type": "send", "chat_id": cid, "content": f"m{i} " + "y" * (i * 11), "client_msg_id": cmid})
+        if i % 9 == 4:  # a fragmented message: three frames
+            raw = body.encode()
+            stream += _client_frame(1, raw[:5], fin=False) + _client_frame(0, raw[5:20], fin=False)
+            stream += _client_frame(0, raw[20:])
+        else:
+            stream += _client_frame(1, body.encode())
+        expected.append(("ack", cmid))
+        if i % 7 == 3:
+            stream += _client_frame(9, b"keepalive")  # a protocol ping: websockets answers it
+        if i % 5 == 2:
+            stream += _client_frame(1, b'{"type":"ping"}')
+            expected.append(("pong", None))
+    rng = random.Random(7)
+    cuts = sorted(rng.sample(range(1, len(stream)), 60))
+    transport = s.ws.transport
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        transport.write(stream[a:b])
+        await asyncio.sleep(0.002)  # one TCP segment each, mostly
+    got: list[tuple[str, str | None]] = []
+    while len(got) < len(expected):
+        frame = await s.recv()
+        if frame["type"] in ("ack", "pong", "error"):  # not presence, chat or message events
+            got.append((frame["type"], frame.get("client_msg_id")))
+    # A ping is answered at once, an ack after its commit: only the acks' order is the socket's.
+    assert [g for g in got if g[0] != "pong"] == [e for e in expected if e[0] != "pong"]
+    assert sorted(got) == sorted(expected)
+    seqs = [m["seq"] for m in (await alice.history(cid, limit=100))["messages"]]
+    assert seqs == list(range(1, 41))
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"\x81\x05hello", 1002),  # a client frame without a mask
+        (b"\xc1\x85" + bytes(4) + b"hello", 1002),  # a reserved bit, no extension agreed
+        (b"\x81\x82" + bytes(4) + b"\xc3\x28", 1007),  # a whole frame of invalid UTF-8
+    ],
+)
+async def test_a_bad_frame_closes_the_socket_with_its_code(
+    server: ThreadServer, alice: Api, raw: bytes, code: int
+) -> None:
+    s = await alice.socket(server.ws_url, compression=None)  # no extension: the fast path
+    s.ws.transport.write(raw)
+    with pytest.raises(ConnectionClosed) as info:
+        for _ in range(10):
+            await s.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == code
+
+
+async def test_a_payload_that_arrives_after_its_header_is_not_taken_for_a_frame(
+    server: ThreadServer, alice: Api, bob: Api
+) -> None:
+    """A frame's header and mask in one TCP segment, its payload in the next: websockets holds the
+    half frame, so the payload must go to it, even when its first masked bytes look like a frame's."""
+    from websockets.frames import apply_mask
+
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    s = await alice.socket(server.ws_url, compression=None)  # no extension: the fast path
+    payload = json.dumps({"type": "send", "chat_id": cid, "content": "late", "client_msg_id": "late"}).encode()
+    assert len(payload) < 126
+    # Chosen so that the masked payload starts 0x81 0x85: a whole 5-byte text frame, read as a header.
+    mask = bytes([0x81 ^ payload[0], 0x85 ^ payload[1], 0x5A, 0xA5])
+    s.ws.transport.write(bytes([0x81, 0x80 | len(payload)]) + mask)
+    await asyncio.sleep(0.05)
+    s.ws.transport.write(apply_mask(payload, mask))
+    assert (await s.expect("ack"))["client_msg_id"] == "late"
