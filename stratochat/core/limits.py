@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import RateLimited
 from .models import Limits, User
@@ -20,10 +20,18 @@ class TierPolicy:
     premium_storage_bytes: int
     premium_max_file_bytes: int
 
+    _free: Limits = field(init=False, repr=False, compare=False)
+    _premium: Limits = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once: limits_for runs for every message sent.
+        free = Limits(self.free_daily_messages, self.free_storage_bytes, self.free_max_file_bytes)
+        premium = Limits(self.premium_daily_messages, self.premium_storage_bytes, self.premium_max_file_bytes)
+        object.__setattr__(self, "_free", free)
+        object.__setattr__(self, "_premium", premium)
+
     def limits_for(self, user: User) -> Limits:
-        if user.is_premium:
-            return Limits(self.premium_daily_messages, self.premium_storage_bytes, self.premium_max_file_bytes)
-        return Limits(self.free_daily_messages, self.free_storage_bytes, self.free_max_file_bytes)
+        return self._premium if user.is_premium else self._free
 
 
 class TokenBuckets:

@@ -12,7 +12,7 @@ from .events import MessageEvent
 from .hub import Hub
 from .ids import message_ids
 from .limits import TierPolicy, TokenBuckets
-from .models import FileRef, Message, MessageDraft, User
+from .models import FileRef, Message, MessageDraft, MessageType, User
 from .ports import Clock, MessageStore, StoredCallback
 
 if TYPE_CHECKING:
@@ -136,17 +136,10 @@ class MessageService:
         return self._start(user, members, self._draft(user, chat_id, text, cmid, None), origin, then)
 
     def _draft(self, user: User, chat_id: str, text: str, cmid: str | None, file: FileRef | None) -> MessageDraft:
-        return MessageDraft(
-            message_id=message_ids.next(),
-            chat_id=chat_id,
-            sender_id=user.user_id,
-            sender=user.username,
-            message_type="text" if file is None else "file",
-            content=text,
-            created_at=self._clock.now_ms(),
-            client_msg_id=cmid,
-            file=file,
-        )
+        # Positional, in MessageDraft's field order: this runs once per message.
+        kind: MessageType = "text" if file is None else "file"
+        now = self._clock.now_ms()
+        return MessageDraft(message_ids.next(), chat_id, user.user_id, user.username, kind, text, now, cmid, file)
 
     async def _store(
         self, user: User, members: frozenset[str], draft: MessageDraft, origin: str | None
