@@ -130,11 +130,18 @@ class Message:
     @classmethod
     def from_draft(cls, draft: MessageDraft, seq: int) -> Message:
         # Positional: once per message on the hot path, and keyword arguments cost twice as much.
-        d = draft
         return cls(
-            d.message_id, d.chat_id, seq, d.sender_id, d.sender, d.message_type, d.content, d.created_at,
-            d.client_msg_id, d.file,
-        )  # fmt: skip
+            draft.message_id,
+            draft.chat_id,
+            seq,
+            draft.sender_id,
+            draft.sender,
+            draft.message_type,
+            draft.content,
+            draft.created_at,
+            draft.client_msg_id,
+            draft.file,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - websockets without its C extension
 DIRECT = "stratochat.direct"
 # Inbound frames a socket may have queued for the app before the server stops reading it.
 READ_AHEAD = 16
-# The first byte of a whole, unfragmented text frame without extension bits: FIN and opcode 1.
+# The first byte of a whole, unfragmented text frame without extension bits (FIN, opcode 1), either way.
 FIN_TEXT = 0x81
 # Where websockets' parser waits between two frames (inside a frame it waits in Frame.parse).
 _BETWEEN_FRAMES = StreamReader.at_eof.__code__
@@ -53,10 +53,10 @@ def text_frame_header(length: int) -> bytes:
     """The header of a server's text frame (RFC 6455 section 5.2): FIN, opcode 1, no mask (a server
     never masks), no extension bits, and the payload length in 7, 7+16 or 7+64 bits."""
     if length < 126:
-        return bytes((0x81, length))
+        return bytes((FIN_TEXT, length))
     if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
+        return struct.pack("!BBH", FIN_TEXT, 126, length)
+    return struct.pack("!BBQ", FIN_TEXT, 127, length)
 
 
 class DirectWriter:

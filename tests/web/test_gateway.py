@@ -515,7 +515,8 @@ async def test_text_frames_cut_anywhere_arrive_whole_and_in_order(server: Thread
 
     cid = (await alice.chat_with(bob.username))["chat_id"]
     s = await alice.socket(server.ws_url, compression=None)  # no extension: the fast path
-    stream, expected = b"", []
+    stream = b""
+    expected: list[tuple[str, str | None]] = []
     for i in range(40):
         cmid = f"cut-{i}"
         body = json.dumps({"type": "send", "chat_id": cid, "content": f"m{i} " + "y" * (i * 11), "client_msg_id": cmid})
@@ -573,7 +574,7 @@ async def test_a_payload_that_arrives_after_its_header_is_not_taken_for_a_frame(
 ) -> None:
     """A frame's header and mask in one TCP segment, its payload in the next: websockets holds the
     half frame, so the payload must go to it, even when its first masked bytes look like a frame's."""
-    from websockets.frames import apply_mask
+    from websockets.utils import apply_mask
 
     cid = (await alice.chat_with(bob.username))["chat_id"]
     s = await alice.socket(server.ws_url, compression=None)  # no extension: the fast path
