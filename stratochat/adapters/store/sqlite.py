@@ -769,8 +769,10 @@ class SqliteStore:
             if self._rewind_due:
                 # The batch's acks go out now; the next batch waits for the connection.
                 loop.call_soon_threadsafe(self._resolve, results, False)
-                self._rewind(conn)
-                loop.call_soon_threadsafe(self._release)
+                try:
+                    self._rewind(conn)
+                finally:  # whatever the copy did, the loop gets the connection back
+                    loop.call_soon_threadsafe(self._release)
             else:
                 loop.call_soon_threadsafe(self._resolve, results)
 
