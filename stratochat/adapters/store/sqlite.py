@@ -786,6 +786,8 @@ class SqliteStore:
             self.rewinds += 1
         except sqlite3.Error as exc:
             log.warning("checkpoint failed: %s", exc)
+        except Exception:  # a bug: the writer thread must live on
+            log.exception("checkpoint failed")
 
     def _resolve(self, results: list[WriteResult], release: bool = True) -> None:
         """On the loop: complete a batch's futures, running their ``then`` callbacks at once, then
