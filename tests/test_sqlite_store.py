@@ -115,13 +115,11 @@ async def test_the_wal_is_rewound_under_steady_traffic(tmp_path: Path) -> None:
     and under steady traffic some batch always commits during a checkpoint pass: the WAL grew without
     end (26 MB a second at 1,000 msg/s). The writer thread copies the last frames between two batches,
     so the WAL is reused from its start and stays as big as a few passes' worth of writes."""
-    sizes, rewinds, sent = await _wal_under_steady_writes(tmp_path / "on", rewind_frames=100)
-    grown, _, sent_off = await _wal_under_steady_writes(tmp_path / "off", rewind_frames=10**9)
-    assert rewinds >= 5 and sent > 500 and sent_off > 500
-    # Without the rewind the WAL only grows; with it the WAL of the last second is no bigger than that
-    # of the first half second, and a fraction of the unrewound one at the end.
-    assert max(sizes[10:]) <= max(sizes[:10]) * 1.5, sizes
-    assert grown[-1] > 1.5 * grown[9] and sizes[-1] * 3 < grown[-1], (sizes, grown)
+    sizes, rewinds, sent = await _wal_under_steady_writes(tmp_path, rewind_frames=100)
+    assert rewinds >= 5 and sent > 500
+    # Each message here is its own small commit of a few pages: a WAL that is never rewound keeps
+    # 11-18 KB a message (130-170 MB after these 1.5 s), a rewound one a fraction of a page.
+    assert sizes[-1] < 2048 * sent, (sizes, sent)
 
 
 @pytest.fixture

@@ -737,12 +737,8 @@ class SqliteStore:
                     continue
                 done = self.batches
                 try:
-                    # PASSIVE never waits for readers or writers: it copies what it can now. A second
-                    # pass takes what was committed during the first, so the writer's share is small.
-                    for _ in range(2):
-                        _, log_frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                        if log_frames - copied <= self._rewind_frames // 4:
-                            break
+                    # PASSIVE never waits for readers or writers: it copies what it can now.
+                    _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if log_frames >= self._rewind_frames:
                         self._rewind_due = True
                 except sqlite3.Error as exc:
