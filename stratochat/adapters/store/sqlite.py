@@ -772,6 +772,14 @@ class SqliteStore:
             else:
                 loop.call_soon_threadsafe(self._resolve, results)
 
+    @property
+    def wal_bytes(self) -> int:
+        """The WAL file's size (``/metrics``): it should stay near what a few checkpoint passes write."""
+        try:
+            return self._path.with_name(self._path.name + "-wal").stat().st_size
+        except OSError:
+            return 0
+
     def _rewind(self, conn: sqlite3.Connection) -> None:
         """On the writer thread, between two transactions: copy back what the checkpoint thread's pass
         left, so that the next transaction starts with nothing left to copy and SQLite rewinds the WAL

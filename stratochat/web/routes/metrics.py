@@ -2,10 +2,10 @@
 
 The hub's fan-out counters (payloads received from the broker, dropped because no local socket wanted
 them, gaps filled from the store, duplicates dropped), open sockets and local users, and the counters
-of the store and broker when they keep some (``batches``/``writes`` of the SQLite group commit; the
-Redis broker's ``stats``), and the process's open files against its limit. Every sample carries the
-``node`` label, so samples scraped through a load balancer say which node answered. Counts only: no user
-ids, names or content.
+of the store and broker when they keep some (``batches``/``writes`` of the SQLite group commit, its WAL
+rewinds and the WAL's size; the Redis broker's ``stats``), and the process's open files against its
+limit. Every sample carries the ``node`` label, so samples scraped through a load balancer say which
+node answered. Counts only: no user ids, names or content.
 """
 
 from __future__ import annotations
@@ -58,10 +58,17 @@ async def metrics(services: ServicesDep) -> Response:
         lines += _family("stratochat_open_files", "gauge", "file descriptors open", [(node, open_files)])
         lines += _family("stratochat_open_files_limit", "gauge", "RLIMIT_NOFILE (soft)", [(node, limit)])
     store = services.health.get("store")
-    for attr, help_text in (("batches", "write transactions committed"), ("writes", "writes committed")):
+    for attr, help_text in (
+        ("batches", "write transactions committed"),
+        ("writes", "writes committed"),
+        ("rewinds", "WAL copies the writer thread finished so that the WAL starts over"),
+    ):
         count = getattr(store, attr, None)
         if isinstance(count, int):
             lines += _family(f"stratochat_store_{attr}_total", "counter", help_text, [(node, count)])
+    wal = getattr(store, "wal_bytes", None)
+    if isinstance(wal, int):
+        lines += _family("stratochat_store_wal_bytes", "gauge", "size of the SQLite WAL file", [(node, wal)])
     broker_stats = getattr(services.health.get("broker"), "stats", None)
     if isinstance(broker_stats, dict):
         for key, stat in broker_stats.items():
