@@ -398,7 +398,9 @@ class Worker:
                 due += interval
         finally:
             # What the schedule offered before the stop, whatever the generator or the socket managed.
-            s.offered = max(0, math.ceil((self.t_stop - first) / interval)) if self.t_stop < FAR else s.n
+            # Reconnect's live pairs learn of their stop from the coordinator, after it: a send due in
+            # between went out, so it was offered too.
+            s.offered = max(0, math.ceil((self.t_stop - first) / interval), s.n) if self.t_stop < FAR else s.n
 
     async def _send_one(self, s: Sender, t: int) -> bool:
         ws = s.client.ws
