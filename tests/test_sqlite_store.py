@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 
 from stratochat.adapters.store.sqlite import SqliteStore
 from stratochat.core.clock import FakeClock
-from stratochat.core.models import Chat
-from tests.contracts.store import draft, new_chat, new_user
+from stratochat.core.errors import Unavailable
+from stratochat.core.models import Chat, Session
+from tests.contracts.store import draft, new_chat, new_user, uid
 
 
 @pytest.fixture
@@ -183,3 +185,66 @@ async def test_a_sqlite_error_on_the_fast_path_reruns_the_batch_op_by_op(
     monkeypatch.undo()
     message, created = await store.append_message(draft(chat, bob, "after"))
     assert created and message.seq == 4  # the fast path again, its seq cache rebuilt
+
+
+class _BusyConnection:
+    """Stands in for the loop's read connection: every statement fails as SQLite would."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.calls = 0
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        self.calls += 1
+        exc = sqlite3.OperationalError("database is locked" if self.code == sqlite3.SQLITE_BUSY else "disk I/O error")
+        exc.sqlite_errorcode = self.code  # type: ignore[attr-defined]
+        raise exc
+
+
+async def test_point_lookups_do_not_wait_behind_the_reader_threads(one: tuple[SqliteStore, FakeClock]) -> None:
+    """A session or a user is looked up on the loop: with every reader thread held by a long read (an
+    inbox of thousands of chats, a history page), signing a request in still answers at once."""
+    store, clock = one
+    user = await new_user(store, clock)
+    now = clock.now_ms()
+    session = Session(uid(), user.user_id, now, now + 60_000)
+    await store.create_session(session)
+    release = threading.Event()
+    assert store._readers is not None
+    held = [store._readers.submit(release.wait, 10) for _ in range(8)]
+    try:
+        got = await asyncio.wait_for(store.get_session(session.session_id), 2)
+        assert got is not None and got.user_id == user.user_id
+        found = await asyncio.wait_for(store.get_user(user.user_id), 2)
+        assert found is not None and found.username == user.username
+        assert not any(f.done() for f in held)  # they were still holding every thread
+    finally:
+        release.set()
+
+
+async def test_a_busy_point_lookup_goes_to_a_reader_thread(one: tuple[SqliteStore, FakeClock]) -> None:
+    """The loop's connection never waits for a lock: SQLITE_BUSY sends the lookup to a reader thread
+    (which may wait), and the caller gets the row all the same."""
+    store, clock = one
+    user = await new_user(store, clock)
+    busy = _BusyConnection(sqlite3.SQLITE_BUSY)
+    real, store._loop_reader = store._loop_reader, busy  # type: ignore[assignment]
+    try:
+        found = await store.get_user(user.user_id)
+    finally:
+        store._loop_reader = real
+    assert busy.calls == 1
+    assert found is not None and found.user_id == user.user_id
+
+
+async def test_a_failing_point_lookup_is_unavailable(one: tuple[SqliteStore, FakeClock]) -> None:
+    """Any other SQLite error is the store's clear ``Unavailable`` (503 to a client), not a crash."""
+    store, clock = one
+    user = await new_user(store, clock)
+    real, store._loop_reader = store._loop_reader, _BusyConnection(10)  # type: ignore[assignment]
+    try:
+        with pytest.raises(Unavailable):
+            await store.get_user(user.user_id)
+    finally:
+        store._loop_reader = real
+    assert await store.get_user(user.user_id) is not None

@@ -579,6 +579,7 @@ class SqliteStore:
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
+        self._loop_reader: sqlite3.Connection | None = None  # point lookups (``_fetchone``), on the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._purger: asyncio.Task[None] | None = None
         self._state = "new"
@@ -609,6 +610,8 @@ class SqliteStore:
         self._checkpointer = threading.Thread(target=self._checkpointer_main, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
         self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="sqlite-reader")
+        self._loop_reader = await asyncio.to_thread(self._connect, read_only=True)
+        self._loop_reader.execute("PRAGMA busy_timeout = 0")  # never sleeps on the loop: see _fetchone
         self._state = "open"
         if self._purge_interval_s > 0:
             self._purger = asyncio.create_task(self._purge_loop(), name="sqlite-purge")
@@ -653,6 +656,8 @@ class SqliteStore:
             self._readers.shutdown(wait=True)
         for conn in self._read_conns:
             conn.close()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
         self._state = "closed"
 
     async def _purge_loop(self) -> None:
@@ -890,6 +895,25 @@ class SqliteStore:
             raise Unavailable("database read failed") from exc
 
     async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row by a unique key (a session, a user, a chat): looked up on the loop, on a connection of
+        its own. The lookup is a few microseconds in pages that are in memory; a reader thread's round
+        trip (a thread woken on the other core, the GIL taken and given back twice) cost more than that
+        and, in a reconnect storm, put every request's session and user behind the long reads. The
+        connection never waits for a lock (``busy_timeout`` 0): when SQLite answers busy (in WAL mode a
+        reader meets that only while another connection recovers or resets the WAL), the lookup goes to
+        a reader thread, which may wait."""
+        if self._state != "open" or self._loop_reader is None:
+            raise Unavailable("store is not open")
+        try:
+            row: tuple[Any, ...] | None = self._loop_reader.execute(sql, params).fetchone()
+            return row
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                log.error("read failed: %s", exc)
+                raise Unavailable("database read failed") from exc
+        except sqlite3.Error as exc:
+            log.error("read failed: %s", exc)
+            raise Unavailable("database read failed") from exc
         return await self._read(lambda c: c.execute(sql, params).fetchone())
 
     # HealthCheck -----------------------------------------------------------------------------------
