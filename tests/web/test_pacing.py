@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
+from stratochat.app import create_app
+from stratochat.settings import Settings
 from stratochat.web.pacing import TurnGate
 
 
@@ -36,3 +40,51 @@ async def test_a_cancelled_waiter_takes_no_place() -> None:
     await asyncio.sleep(0)
     assert a.cancelled() and b.done() and not c.done()
     await asyncio.wait_for(c, 1)
+
+
+class CountingGate:
+    def __init__(self) -> None:
+        self.waits = 0
+
+    async def wait(self) -> None:
+        self.waits += 1
+
+
+async def test_http_requests_wait_their_turn_but_health_checks_do_not(tmp_path: Path) -> None:
+    """In a reconnect storm thousands of inbox and history requests arrive at once: each starts only
+    when the node's request gate lets it (a few per loop turn), so the open sockets' frames are served
+    between them. A balancer's health check never waits behind them."""
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
+    gate = CountingGate()
+
+    async def get(path: str) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {"requests": gate},
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    assert await get("/healthz") == 200
+    assert gate.waits == 0
+    assert await get("/api/no-such-route") == 404
+    assert gate.waits == 1
