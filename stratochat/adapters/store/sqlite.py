@@ -907,13 +907,10 @@ class SqliteStore:
         try:
             row: tuple[Any, ...] | None = self._loop_reader.execute(sql, params).fetchone()
             return row
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 log.error("read failed: %s", exc)
                 raise Unavailable("database read failed") from exc
-        except sqlite3.Error as exc:
-            log.error("read failed: %s", exc)
-            raise Unavailable("database read failed") from exc
         return await self._read(lambda c: c.execute(sql, params).fetchone())
 
     # HealthCheck -----------------------------------------------------------------------------------
