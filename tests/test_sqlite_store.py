@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stratochat.adapters.store import sqlite as sqlite_module
 from stratochat.adapters.store.sqlite import SqliteStore
 from stratochat.core.clock import FakeClock
 from stratochat.core.errors import Unavailable
@@ -201,43 +202,81 @@ class _BusyConnection:
         raise exc
 
 
-async def test_point_lookups_do_not_wait_behind_the_reader_threads(one: tuple[SqliteStore, FakeClock]) -> None:
-    """A session or a user is looked up on the loop: with every reader thread held by a long read (an
-    inbox of thousands of chats, a history page), signing a request in still answers at once."""
+async def test_request_reads_do_not_wait_behind_the_reader_threads(one: tuple[SqliteStore, FakeClock]) -> None:
+    """A request's reads (its session and user, an inbox, a history page) run on the loop: with every
+    reader thread held by a long read (an inbox of thousands of chats), they still answer at once."""
     store, clock = one
-    user = await new_user(store, clock)
+    alice, bob = await new_user(store, clock), await new_user(store, clock)
+    chat = await new_chat(store, clock, alice, bob)
+    await asyncio.gather(*(store.append_message(draft(chat, alice, f"m{i}")) for i in range(5)))
     now = clock.now_ms()
-    session = Session(uid(), user.user_id, now, now + 60_000)
+    session = Session(uid(), alice.user_id, now, now + 60_000)
     await store.create_session(session)
     release = threading.Event()
     assert store._readers is not None
     held = [store._readers.submit(release.wait, 10) for _ in range(8)]
     try:
         got = await asyncio.wait_for(store.get_session(session.session_id), 2)
-        assert got is not None and got.user_id == user.user_id
-        found = await asyncio.wait_for(store.get_user(user.user_id), 2)
-        assert found is not None and found.username == user.username
+        assert got is not None and got.user_id == alice.user_id
+        found = await asyncio.wait_for(store.get_user(alice.user_id), 2)
+        assert found is not None and found.username == alice.username
+        inbox = await asyncio.wait_for(store.list_chats_for_user(bob.user_id), 2)
+        assert [(e.chat.chat_id, e.chat.last_seq) for e in inbox] == [(chat.chat_id, 5)]
+        page, more = await asyncio.wait_for(store.list_messages(chat.chat_id, after=2, limit=2), 2)
+        assert ([m.content for m in page], more) == (["m2", "m3"], True)
+        users = await asyncio.wait_for(store.get_users([alice.user_id, bob.user_id]), 2)
+        assert set(users) == {alice.user_id, bob.user_id}
         assert not any(f.done() for f in held)  # they were still holding every thread
     finally:
         release.set()
 
 
-async def test_a_busy_point_lookup_goes_to_a_reader_thread(one: tuple[SqliteStore, FakeClock]) -> None:
-    """The loop's connection never waits for a lock: SQLITE_BUSY sends the lookup to a reader thread
-    (which may wait), and the caller gets the row all the same."""
+async def test_a_read_past_its_budget_on_the_loop_runs_on_a_reader_thread(
+    one: tuple[SqliteStore, FakeClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that takes more SQLite steps than the loop allows is interrupted and runs again, whole, on
+    a reader thread; one within the budget never leaves the loop."""
+    store, clock = one
+    alice, bob = await new_user(store, clock), await new_user(store, clock)
+    chat = await new_chat(store, clock, alice, bob)
+    await asyncio.gather(*(store.append_message(draft(chat, alice, f"m{i}")) for i in range(300)))
+    on_threads: list[object] = []
+    read = store._read
+
+    async def counted(fn: object, *args: object) -> object:
+        on_threads.append(fn)
+        return await read(fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_read", counted)
+    page, more = await store.list_messages(chat.chat_id, after=0, limit=200)
+    assert ([m.seq for m in page], more) == (list(range(1, 201)), True)
+    assert on_threads == []
+    monkeypatch.setattr(sqlite_module, "LOOP_READ_STEPS", sqlite_module.LOOP_READ_STEP)  # one step
+    page, more = await store.list_messages(chat.chat_id, after=0, limit=200)
+    assert ([m.seq for m in page], more) == (list(range(1, 201)), True)
+    assert len(on_threads) == 1
+    assert await store.get_user(alice.user_id) is not None  # a lookup is well under one step
+    assert len(on_threads) == 1
+
+
+async def test_a_busy_read_on_the_loop_goes_to_a_reader_thread(one: tuple[SqliteStore, FakeClock]) -> None:
+    """The loop's connection never waits for a lock: SQLITE_BUSY sends the read to a reader thread
+    (which may wait), and the caller gets the rows all the same."""
     store, clock = one
     user = await new_user(store, clock)
     busy = _BusyConnection(sqlite3.SQLITE_BUSY)
     real, store._loop_reader = store._loop_reader, busy  # type: ignore[assignment]
     try:
         found = await store.get_user(user.user_id)
+        inbox = await store.list_chats_for_user(user.user_id)
     finally:
         store._loop_reader = real
-    assert busy.calls == 1
+    assert busy.calls == 2
     assert found is not None and found.user_id == user.user_id
+    assert inbox == []
 
 
-async def test_a_failing_point_lookup_is_unavailable(one: tuple[SqliteStore, FakeClock]) -> None:
+async def test_a_failing_read_on_the_loop_is_unavailable(one: tuple[SqliteStore, FakeClock]) -> None:
     """Any other SQLite error is the store's clear ``Unavailable`` (503 to a client), not a crash."""
     store, clock = one
     user = await new_user(store, clock)

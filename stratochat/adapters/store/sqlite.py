@@ -4,8 +4,10 @@ How it differs from the ports: writes are group-committed. Whatever writes one e
 queues form a batch: its statements run on the loop, each op in its own savepoint (messages on a
 fast path) inside one ``BEGIN IMMEDIATE`` transaction, and only the ``COMMIT`` (the fsync,
 ``synchronous=FULL``: an acknowledged write is on disk) goes to the writer thread. While it commits,
-the next batch gathers. Reads run on a small pool of reader threads with their own connections (WAL
-lets them read while the writer writes). The loop never waits for an fsync: its statements work on
+the next batch gathers. Reads run on the loop, on a read connection of its own (WAL lets it read
+while the writer writes), within a budget of SQLite steps: a read that would take longer (an inbox
+of thousands of chats), or that meets a lock, runs again on a small pool of reader threads. The loop
+never waits for an fsync: its statements work on
 the writer connection's page cache (``WRITER_CACHE_KIB``), and the commit is the thread's. Seqs,
 idempotency and counters are decided inside the write transaction, under SQLite's file lock, so
 several server processes may share one database file: when another process holds the write lock,
@@ -143,6 +145,13 @@ CHECKPOINT_INTERVAL_S = 0.5
 REWIND_FRAMES = 1000
 # After a rewind, a WAL file bigger than this is truncated to it (what a burst took is given back).
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# A read on the loop may run this many SQLite VM steps (the progress handler counts them in units of
+# LOOP_READ_STEP) before it is interrupted and runs again on a reader thread. A session is under a
+# hundred steps, a history page of 200 messages about 3,000 (0.5 ms with its decoding), an inbox of
+# 1,000 chats 36,000 (6 ms): so pages and ordinary inboxes stay on the loop, and a huge inbox goes to
+# a thread, where the GIL still lets the loop take turns while it is decoded.
+LOOP_READ_STEP = 1000
+LOOP_READ_STEPS = 20_000
 # The writer connection's page cache (KiB): the hot index pages stay in memory, so the statements the
 # loop runs read nothing from disk, and a big batch does not spill pages to the WAL before its commit.
 WRITER_CACHE_KIB = 16384
@@ -513,7 +522,12 @@ def purge_txn(conn: sqlite3.Connection, now_ms: int) -> None:
     conn.execute("DELETE FROM usage_daily WHERE day < ?", (utc_day(now_ms - 2 * 86_400_000),))
 
 
-# reads (run on the reader threads) -------------------------------------------------------------------
+# reads (on the loop's connection, or else a reader thread's: see SqliteStore._on_loop) ------------------------------
+def _fetch_row(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+    return row
+
+
 def list_chats_read(conn: sqlite3.Connection, user_id: str) -> list[InboxEntry]:
     rows = conn.execute(
         f"SELECT {', '.join('c.' + c for c in CHAT_COLS.split(', '))}, m.read_seq"
@@ -579,7 +593,8 @@ class SqliteStore:
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
-        self._loop_reader: sqlite3.Connection | None = None  # point lookups (``_fetchone``), on the loop
+        self._loop_reader: sqlite3.Connection | None = None  # the reads of ``_on_loop``
+        self._loop_steps_left = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._purger: asyncio.Task[None] | None = None
         self._state = "new"
@@ -611,7 +626,8 @@ class SqliteStore:
         self._checkpointer.start()
         self._readers = ThreadPoolExecutor(self._n_readers, thread_name_prefix="sqlite-reader")
         self._loop_reader = await asyncio.to_thread(self._connect, read_only=True)
-        self._loop_reader.execute("PRAGMA busy_timeout = 0")  # never sleeps on the loop: see _fetchone
+        self._loop_reader.execute("PRAGMA busy_timeout = 0")  # never sleeps on the loop: see _on_loop
+        self._loop_reader.set_progress_handler(self._loop_read_step, LOOP_READ_STEP)
         self._state = "open"
         if self._purge_interval_s > 0:
             self._purger = asyncio.create_task(self._purge_loop(), name="sqlite-purge")
@@ -894,24 +910,35 @@ class SqliteStore:
             log.error("read failed: %s", exc)
             raise Unavailable("database read failed") from exc
 
-    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """One row by a unique key (a session, a user, a chat): looked up on the loop, on a connection of
-        its own. The lookup is a few microseconds in pages that are in memory; a reader thread's round
-        trip (a thread woken on the other core, the GIL taken and given back twice) cost more than that
-        and, in a reconnect storm, put every request's session and user behind the long reads. The
-        connection never waits for a lock (``busy_timeout`` 0): when SQLite answers busy (in WAL mode a
-        reader meets that only while another connection recovers or resets the WAL), the lookup goes to
-        a reader thread, which may wait."""
-        if self._state != "open" or self._loop_reader is None:
+    def _loop_read_step(self) -> bool:
+        """SQLite's progress handler on the loop's connection: true (interrupt) once the budget is spent."""
+        self._loop_steps_left -= LOOP_READ_STEP
+        return self._loop_steps_left < 0
+
+    async def _on_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """A request's read, on the loop's own connection, in pages that are in memory. A reader thread's
+        round trip (a thread woken on the other core, the GIL taken and given back twice, the future
+        handed back through the loop) cost more than most reads: a third of an inbox request's CPU,
+        and in a reconnect storm every request waited behind the others' reads. Two things send the read
+        to a reader thread instead: more than ``LOOP_READ_STEPS`` SQLite steps (the progress handler
+        interrupts it), and SQLITE_BUSY (the connection never waits for a lock, ``busy_timeout`` 0; in WAL
+        mode a reader meets it only while another connection recovers or resets the WAL). The read
+        functions only read, so running one again from the start is safe."""
+        conn = self._loop_reader
+        if self._state != "open" or conn is None:
             raise Unavailable("store is not open")
+        self._loop_steps_left = LOOP_READ_STEPS
         try:
-            row: tuple[Any, ...] | None = self._loop_reader.execute(sql, params).fetchone()
-            return row
+            return fn(conn, *args)
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _TO_A_THREAD:
                 log.error("read failed: %s", exc)
                 raise Unavailable("database read failed") from exc
-        return await self._read(lambda c: c.execute(sql, params).fetchone())
+        return await self._read(fn, *args)
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row by a unique key (a session, a user, a chat)."""
+        return await self._on_loop(_fetch_row, sql, params)
 
     # HealthCheck -----------------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -945,13 +972,13 @@ class SqliteStore:
                     out[row[0]] = _user(row)
             return out
 
-        return await self._read(read) if ids else {}
+        return await self._on_loop(read) if ids else {}
 
     async def set_premium(self, user_id: str, is_premium: bool) -> None:
         await self._write(set_premium_txn, user_id, is_premium)
 
     async def list_users(self, limit: int = 100, after: str | None = None) -> list[User]:
-        rows = await self._read(
+        rows = await self._on_loop(
             lambda c: c.execute(
                 f"SELECT {USER_COLS} FROM users WHERE username > ? ORDER BY username LIMIT ?", (after or "", limit)
             ).fetchall()
@@ -987,14 +1014,14 @@ class SqliteStore:
         return _chat(row) if row else None
 
     async def list_chats_for_user(self, user_id: str) -> list[InboxEntry]:
-        return await self._read(list_chats_read, user_id)
+        return await self._on_loop(list_chats_read, user_id)
 
     async def set_read_seq(self, chat_id: str, user_id: str, seq: int) -> int:
         marker: int = await self._write(set_read_seq_txn, chat_id, user_id, seq)
         return marker
 
     async def contacts_of(self, user_id: str) -> set[str]:
-        rows = await self._read(
+        rows = await self._on_loop(
             lambda c: c.execute(
                 "SELECT DISTINCT o.user_id FROM chat_members m JOIN chat_members o ON o.chat_id = m.chat_id"
                 " WHERE m.user_id = ? AND o.user_id != ?",
@@ -1034,7 +1061,7 @@ class SqliteStore:
     ) -> tuple[list[Message], bool]:
         if before is not None and after is not None:
             raise ValueError("before and after are exclusive")
-        return await self._read(list_messages_read, chat_id, before, after, limit)
+        return await self._on_loop(list_messages_read, chat_id, before, after, limit)
 
     # UsageStore ------------------------------------------------------------------------------------
     async def get_usage(self, user_id: str, day: str) -> Usage:
@@ -1045,7 +1072,7 @@ class SqliteStore:
             s = conn.execute("SELECT storage_bytes FROM users WHERE user_id = ?", (user_id,)).fetchone()
             return Usage(int(m[0]) if m else 0, int(s[0]) if s else 0)
 
-        return await self._read(read)
+        return await self._on_loop(read)
 
     # FileStore -------------------------------------------------------------------------------------
     async def create_file(self, record: FileRecord) -> None:
@@ -1069,6 +1096,9 @@ class SqliteStore:
         if file_ids:
             await self._write(delete_pending_files_txn, list(file_ids))
 
+
+# The errors of a read on the loop that send it to a reader thread (see SqliteStore._on_loop).
+_TO_A_THREAD = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT})
 
 # Ops that may touch many rows: they run on the writer thread, never on the loop.
 THREAD_ONLY: frozenset[WriteFn] = frozenset({purge_txn, delete_pending_files_txn})
