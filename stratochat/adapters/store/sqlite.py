@@ -918,7 +918,7 @@ class SqliteStore:
     async def _on_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """A request's read, on the loop's own connection, in pages that are in memory. A reader thread's
         round trip (a thread woken on the other core, the GIL taken and given back twice, the future
-        handed back through the loop) cost more than most reads: a third of an inbox request's CPU,
+        handed back through the loop) cost more than most reads: a quarter of an inbox request's CPU,
         and in a reconnect storm every request waited behind the others' reads. Two things send the read
         to a reader thread instead: more than ``LOOP_READ_STEPS`` SQLite steps (the progress handler
         interrupts it), and SQLITE_BUSY (the connection never waits for a lock, ``busy_timeout`` 0; in WAL
