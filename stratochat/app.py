@@ -33,6 +33,7 @@ from .core.ports import BlobStore, Broker, Clock, IdentityProvider, PresenceStor
 from .core.presence import PresenceService
 from .core.services import Services
 from .fdwatch import FdWatch
+from .loopwatch import LoopWatch
 from .settings import Settings
 from .web import errors
 from .web.access import AccessLog
@@ -254,6 +255,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             fdwatch = FdWatch()
             await fdwatch.start()
             stack.push_async_callback(fdwatch.close)
+            loopwatch = LoopWatch()
+            await loopwatch.start()
+            stack.push_async_callback(loopwatch.close)
             oidc: object | None = None  # identity provider login, when configured
             provider = build_identity_provider(settings, clock)
             if provider is not None:
@@ -280,6 +284,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 "requests": TurnGate(REQUESTS_PER_TURN),
                 "oidc": oidc,
                 "blobs": blobs,
+                "loopwatch": loopwatch,
             }
             log.info("stratochat node %s stopping", services.hub.node_id)
             services.hub.close_all(1001, "server shutting down")

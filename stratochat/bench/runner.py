@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, TextIO
 
-from . import report, scenarios
+from . import report, scenarios, stalls
 from .config import BenchConfig, parse
 from .server import BenchSetupError, ProcStats, Sample, StartedDeployment
 from .stats import Histogram, missing
@@ -183,6 +183,16 @@ class ScenarioRun:
     def redis_sample(self) -> Sample | None:
         return self.redis_stats.sample() if self.redis_stats is not None else None
 
+    def stalls(self) -> tuple[stalls.Buckets, dict[str, float]] | None:
+        """The nodes' loop-lag and collector histograms now (Stratochat's ``/metrics``)."""
+        return stalls.scrape(self.urls) if self.cfg.target == "stratochat" else None
+
+    def _add_stalls(self, result: dict[str, Any], before: Any, after: Any) -> None:
+        figures = stalls.window(before, after)
+        if figures is not None:
+            result["server_stalls"] = figures
+            result.setdefault("notes", []).append(stalls.note(figures))
+
     # the run -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -226,9 +236,9 @@ class ScenarioRun:
         t_stop = t_go + int(cfg.duration * 1e9)
         self.broadcast("go", t_go=t_go, t_measure=t_measure, t_stop=t_stop)
         self.pump_until(t_measure)
-        s0, r0 = self.sample(), self.redis_sample()
+        s0, r0, m0 = self.sample(), self.redis_sample(), self.stalls()
         self.pump_until(t_stop)
-        s1, r1 = self.sample(), self.redis_sample()
+        s1, r1, m1 = self.sample(), self.redis_sample(), self.stalls()
         window_s = cfg.duration - cfg.warmup
         done = self._drain_traffic(setup, result, window_s)
         s2 = self.sample()
@@ -247,6 +257,7 @@ class ScenarioRun:
                 "rss_kb_end": (s2 or s1).rss_kb,
             }
             self._nodes_and_redis(result["server"], r0, r1)
+        self._add_stalls(result, m0, m1)
 
     def _nodes_and_redis(self, server: dict[str, Any], r0: Sample | None, r1: Sample | None) -> None:
         """Several nodes: which pids the server figures sum; a Redis the bench started: its cores."""
@@ -339,6 +350,7 @@ class ScenarioRun:
         t_go = time.monotonic_ns() + START_DELAY_NS
         self.broadcast("live", t_go=t_go)
         self.pump_until(t_go + int(cfg.warmup * 1e9))
+        m0 = self.stalls()
         t_drop = time.monotonic_ns()
         self.broadcast("drop", t_measure=t_drop)
         self.collect("dropped", cfg.timeout)
@@ -350,7 +362,7 @@ class ScenarioRun:
         t0 = time.monotonic_ns()
         self.broadcast("reconnect", t0=t0)
         done = self.collect("recovered", cfg.timeout + 30)
-        s1, r1 = self.sample(), self.redis_sample()
+        s1, r1, m1 = self.sample(), self.redis_sample(), self.stalls()
         t_end = time.monotonic_ns()
         elapsed = max(1e-9, (t_end - t0) / 1e9)
         self.broadcast("stop_live", t_stop=t_end)
@@ -422,6 +434,7 @@ class ScenarioRun:
                 f"{live['latency_before_ms']['p99']} ms; the generator sent p99 {live['generator_lag_ms']['p99']} ms "
                 "after due)"
             )
+        self._add_stalls(result, m0, m1)
 
 
 def run(cfg: BenchConfig, *, out: TextIO | None = None, err: TextIO | None = None) -> dict[str, Any]:

@@ -99,6 +99,12 @@ def test_every_scenario_runs_without_loss(unlimited: ThreadServer) -> None:
     assert rec["all_recovered_s"] is not None
     # No server pid was given for a URL: no server measurements are invented.
     assert "server" not in runs["pairs"]
+    # The server's own stalls come from its /metrics, pid or not: the window saw the loop's timer tick.
+    for name in ("pairs", "fanout", "reconnect"):
+        stalls = runs[name]["server_stalls"]
+        assert stalls["lag_p99_le_ms"] is not None and stalls["stalls_50ms"] >= 0, stalls
+        assert any(n.startswith("server stalls in the window") for n in runs[name]["notes"])
+    assert "server_stalls" not in runs["idle"]
 
 
 def _drop_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,6 +324,37 @@ def test_a_worker_reads_a_command_that_arrives_in_pieces() -> None:
         child.close()
     assert first == command
     assert then is None
+
+
+def test_server_stalls_are_the_difference_of_two_metrics_pages() -> None:
+    """The loop's lag and the collector's pauses in a window: bucket counts of the page at its end minus
+    those at its start, summed over nodes and generations."""
+    from stratochat.bench import stalls
+
+    def page(lag: list[int], gc: list[int], gc_sum: float) -> str:
+        bounds = ["0.001", "0.01", "0.05", "0.1", "+Inf"]
+        lines = [f'{stalls.LAG}_bucket{{node="n",le="{b}"}} {n}' for b, n in zip(bounds, lag, strict=True)]
+        gen0 = f'{stalls.GC}_bucket{{node="n",generation="0",le='
+        lines += [f'{gen0}"{b}"}} {n}' for b, n in zip(bounds, gc, strict=True)]
+        lines += [f'{stalls.GC}_bucket{{node="n",generation="2",le="{b}"}} 1' for b in bounds]
+        lines += [f'{stalls.LAG}_sum{{node="n"}} 1.0', f'{stalls.GC}_sum{{node="n",generation="0"}} {gc_sum}']
+        return "\n".join(["# TYPE x histogram", "other_metric 3", *lines])
+
+    before = stalls.parse(page([10, 10, 10, 10, 10], [5, 5, 5, 5, 5], 0.5))
+    after = stalls.parse(page([100, 190, 196, 199, 200], [50, 52, 55, 55, 55], 0.75))
+    assert before[0][stalls.GC][float("inf")] == 6  # generation 0's 5 and generation 2's 1
+    figures = stalls.window(before, after)
+    assert figures == {
+        "lag_p99_le_ms": 100.0,  # 190 observations, the 99th percentile within 0.1 s
+        "lag_longest_le_ms": "inf",
+        "stalls_50ms": 4,
+        "gc_collections": 50,
+        "gc_pauses_10ms": 3,
+        "gc_longest_le_ms": 50.0,
+        "gc_s": 0.25,
+    }
+    assert "4 over 50 ms" in (stalls.note(figures) or "")
+    assert stalls.window(None, after) is None and stalls.note(None) is None
 
 
 def test_histogram_and_bitmaps() -> None:

@@ -341,8 +341,8 @@ async def test_a_socket_that_stops_reading_is_closed_1013_and_others_go_on(
 
 
 async def test_metrics_count_sockets_and_open_files(server: ThreadServer, alice: Api, bob: Api) -> None:
-    """``/metrics`` counts open sockets, the open files against the limit that new sockets need, and the
-    SQLite WAL's size."""
+    """``/metrics`` counts open sockets, the open files against the limit that new sockets need, the
+    SQLite WAL's size, and the loop's lag and the collector's pauses."""
     from tests.services.cluster import parse_metrics
 
     sockets = [await alice.socket(server.ws_url), await bob.socket(server.ws_url)]
@@ -351,6 +351,13 @@ async def test_metrics_count_sockets_and_open_files(server: ThreadServer, alice:
     assert m["stratochat_open_files"] >= 2 and m["stratochat_open_files_limit"] >= m["stratochat_open_files"]
     # The sign-ups are in the SQLite WAL; nothing here is steady enough to need a rewind.
     assert m["stratochat_store_wal_bytes"] > 0 and m["stratochat_store_rewinds_total"] == 0
+    # The loop's lag and the collector's pauses as Prometheus histograms (the last series: generation 2).
+    assert m["stratochat_event_loop_lag_seconds_count"] >= 1
+    assert m["stratochat_event_loop_lag_seconds_sum"] >= 0
+    assert "stratochat_gc_pause_seconds_count" in m
+    text = (await alice.get("/metrics")).text
+    assert 'stratochat_event_loop_lag_seconds_bucket{node="' in text and 'le="+Inf"} ' in text
+    assert 'stratochat_gc_pause_seconds_bucket{node="' in text and 'generation="0",le="0.001"}' in text
     for s in sockets:
         await s.close()
 

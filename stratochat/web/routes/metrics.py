@@ -3,8 +3,9 @@
 The hub's fan-out counters (payloads received from the broker, dropped because no local socket wanted
 them, gaps filled from the store, duplicates dropped), open sockets and local users, and the counters
 of the store and broker when they keep some (``batches``/``writes`` of the SQLite group commit, its WAL
-rewinds and the WAL's size; the Redis broker's ``stats``), and the process's open files against its
-limit. Every sample carries the ``node`` label, so samples scraped through a load balancer say which
+rewinds and the WAL's size; the Redis broker's ``stats``), the process's open files against its
+limit, and histograms of the event loop's lag and the garbage collector's pauses (``LoopWatch``).
+Every sample carries the ``node`` label, so samples scraped through a load balancer say which
 node answered. Counts only: no user ids, names or content.
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ...fdwatch import open_files as fd_count
+from ...loopwatch import Histogram, LoopWatch
 from ..deps import ServicesDep
 
 router = APIRouter()
@@ -41,8 +43,16 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return lines
 
 
+def _histogram(name: str, help_text: str, series: Iterable[tuple[str, Histogram]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for labels, hist in series:
+        lines += [f'{name}_bucket{{{labels},le="{le}"}} {n}' for le, n in hist.cumulative()]
+        lines += [f"{name}_sum{{{labels}}} {hist.sum:.6f}", f"{name}_count{{{labels}}} {hist.count}"]
+    return lines
+
+
 @router.get("/metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(request: Request, services: ServicesDep) -> Response:
     hub = services.hub
     node = f'node="{_label(hub.node_id)}"'
     lines: list[str] = []
@@ -74,4 +84,16 @@ async def metrics(services: ServicesDep) -> Response:
         for key, stat in broker_stats.items():
             if isinstance(stat, int):
                 lines += _family(f"stratochat_broker_{key}_total", "counter", f"broker {key}", [(node, stat)])
+    watch: LoopWatch | None = getattr(request.state, "loopwatch", None)
+    if watch is not None:
+        lines += _histogram(
+            "stratochat_event_loop_lag_seconds",
+            f"how late a timer due every {watch.interval_s:g} s ran (every socket waits out a long loop turn)",
+            [(node, watch.lag)],
+        )
+        lines += _histogram(
+            "stratochat_gc_pause_seconds",
+            "garbage collections, by generation: each stops the whole process",
+            [(f'{node},generation="{gen}"', hist) for gen, hist in watch.gc_pauses.items()],
+        )
     return Response("\n".join(lines) + "\n", media_type=CONTENT_TYPE)
