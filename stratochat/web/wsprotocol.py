@@ -9,12 +9,20 @@ syscall (all the acks of a group commit at once), and it may take each inbound t
 in the protocol's own callback, instead of through ``receive`` (an asyncio queue and a task wake-up
 per frame). Reading pauses only once frames pile up. Any other ASGI server simply lacks the
 extension, and the gateway falls back to ASGI sends and receives.
+
+Closing handshakes and lost connections are handled a few per loop turn (``TurnPacer``): when
+thousands of clients go at once (a network blip, a balancer that restarts), their closes all become
+ready in one turn of the loop, and a quarter of a second of close frames, writes and cleanups held
+every other socket's frames behind them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import weakref
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -24,6 +32,8 @@ from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
+
+from .pacing import TurnPacer
 
 try:
     from websockets.speedups import apply_mask
@@ -35,6 +45,10 @@ DIRECT = "stratochat.direct"
 READ_AHEAD = 16
 # The first byte of a whole, unfragmented text frame without extension bits (FIN, opcode 1), either way.
 FIN_TEXT = 0x81
+# Closing handshakes and lost connections handled per loop turn; the rest wait for later turns.
+CLOSINGS_PER_TURN = 32
+_OPCODE_CLOSE = 0x8
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnPacer] = weakref.WeakKeyDictionary()
 # Where websockets' parser waits between two frames (inside a frame it waits in Frame.parse).
 _BETWEEN_FRAMES = StreamReader.at_eof.__code__
 
@@ -47,6 +61,14 @@ def between_frames(conn: Protocol) -> bool:
     while (inner := getattr(gen, "gi_yieldfrom", None)) is not None:
         gen = inner
     return getattr(gen, "gi_code", None) is _BETWEEN_FRAMES
+
+
+def closing_pacer(loop: asyncio.AbstractEventLoop) -> TurnPacer:
+    """The loop's pacer of closing handshakes and lost connections (one per loop: all its sockets)."""
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = TurnPacer(loop, CLOSINGS_PER_TURN)
+    return pacer
 
 
 def text_frame_header(length: int) -> bytes:
@@ -121,8 +143,21 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """``--ws`` for Stratochat: see the module's docstring."""
 
     direct: DirectWriter | None = None
+    # Bytes from a close frame on, waiting for the pacer's turn (later bytes queue behind them).
+    _held: list[bytes] | None = None
+    # The connection is lost and its cleanup waits for the pacer's turn.
+    _lost_pending = False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Paced: nothing more can be sent from here on (``disconnected``), and the cleanup (uvicorn's,
+        and the app's disconnect) runs when the pacer lets it."""
+        self._held = None  # a close frame not answered yet: the peer did not wait for the answer
+        self._lost_pending = True
+        self.disconnected = True
+        closing_pacer(self.loop).defer(partial(self._lost, exc))
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._lost_pending = False
         super().connection_lost(exc)
         # Break the reference cycles a connection is made of (protocol <-> writer <-> gateway, and
         # websockets' parser generator, which holds its protocol), so a closed socket is freed by
@@ -138,6 +173,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # an upgrade that uvicorn accepted; the app task has not run yet
             self.direct = DirectWriter(self)
             scope["extensions"][DIRECT] = {"writer": self.direct}
+
+    def shutdown(self) -> None:
+        if self._lost_pending:  # gone: its paced cleanup will tell the app
+            return
+        super().shutdown()
 
     def start_keepalive(self) -> None:
         # uvicorn calls this once, right after it has written the 101 that completes the handshake.
@@ -166,7 +206,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         frame with FIN, opcode text, no reserved bits, a 7- or 16-bit length within the size limit,
         all of it in ``data``. Anything else (a control frame, a fragment, a frame cut in two, one too
         big, one unmasked) and everything after it go to websockets, which then errs or buffers as
-        it always does."""
+        it always does. A close frame, and whatever follows it, waits for the closing pacer."""
+        if self._held is not None:  # a close frame waits its turn: what follows waits behind it
+            self._held.append(data)
+            return
         conn = self.conn
         if conn.state is OPEN and not conn.extensions and not self.close_sent and between_frames(conn):
             limit = conn.max_message_size
@@ -193,7 +236,23 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 data = data[end:]
                 if not data:
                     return
+        if (
+            data[0] & 0x0F == _OPCODE_CLOSE
+            and conn.state is OPEN
+            and not self.close_sent
+            and not self.disconnected
+            and between_frames(conn)
+        ):
+            self._held = [data]
+            closing_pacer(self.loop).defer(self._closing_turn)
+            return
         super().data_received(data)
+
+    def _closing_turn(self) -> None:
+        """The pacer's turn for a peer's close frame: websockets answers it, uvicorn closes the socket."""
+        held, self._held = self._held, None
+        if held is not None and not self.disconnected:
+            super().data_received(b"".join(held))
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -417,6 +417,39 @@ async def test_a_closed_socket_leaves_no_reference_cycles(server: ThreadServer, 
     await listener.close()
 
 
+async def test_a_crowd_of_closes_is_answered_a_few_per_loop_turn(server: ThreadServer, alice: Api, bob: Api) -> None:
+    """When many clients close at once, their closing handshakes are answered a few per loop turn
+    (``CLOSINGS_PER_TURN``), each with its close frame, while the sockets still open are served between
+    them. The server's loop is kept busy while the closes arrive, so they are all ready in one turn."""
+    import gc
+    import time
+
+    from stratochat.web import wsprotocol
+    from tests.services.cluster import parse_metrics
+
+    cid = (await alice.chat_with(bob.username))["chat_id"]
+    listener = await bob.socket(server.ws_url)
+    crowd = [await alice.socket(server.ws_url, compression=None) for _ in range(3 * wsprotocol.CLOSINGS_PER_TURN)]
+    protocols = [o for o in gc.get_objects() if type(o) is wsprotocol.DirectWebSocketProtocol and not o.disconnected]
+    loop = protocols[0].loop
+    del protocols
+    loop.call_soon_threadsafe(time.sleep, 0.3)  # the server's loop is busy while the closes arrive
+    await asyncio.sleep(0.05)
+    await asyncio.gather(*(s.close() for s in crowd))
+    assert [s.ws.close_code for s in crowd] == [1000] * len(crowd)  # each handshake answered by the server
+    assert wsprotocol.closing_pacer(loop).most == wsprotocol.CLOSINGS_PER_TURN
+    sender = await alice.socket(server.ws_url)
+    await sender.send_text(cid, "after the crowd")
+    assert (await listener.expect("message"))["message"]["content"] == "after the crowd"
+    for _ in range(50):
+        if parse_metrics((await alice.get("/metrics")).text)["stratochat_connections"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert parse_metrics((await alice.get("/metrics")).text)["stratochat_connections"] == 2
+    await sender.close()
+    await listener.close()
+
+
 async def test_an_open_socket_keeps_nothing_of_its_handshake(server: ThreadServer, alice: Api, bob: Api) -> None:
     """Once accepted, a socket's protocol holds neither the handshake's request and response nor the
     extension offers (each header is objects the collector walks, for every open socket); the

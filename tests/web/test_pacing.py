@@ -1,4 +1,4 @@
-"""TurnGate: a few waiters through per loop turn, the others in later turns."""
+"""TurnGate and TurnPacer: a few waiters or callbacks through per loop turn, the others in later turns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from stratochat.app import create_app
 from stratochat.settings import Settings
-from stratochat.web.pacing import TurnGate
+from stratochat.web.pacing import TurnGate, TurnPacer
 
 
 async def test_waiters_pass_a_few_per_loop_turn_in_order() -> None:
@@ -40,6 +40,36 @@ async def test_a_cancelled_waiter_takes_no_place() -> None:
     await asyncio.sleep(0)
     assert a.cancelled() and b.done() and not c.done()
     await asyncio.wait_for(c, 1)
+
+
+async def test_callbacks_run_a_few_per_loop_turn_in_order_and_one_failure_stops_none() -> None:
+    loop = asyncio.get_running_loop()
+    pacer = TurnPacer(loop, 2)
+    ran: list[tuple[int, int]] = []
+    turn = 0
+    failures: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: failures.append(context))
+
+    def callback(i: int) -> None:
+        ran.append((i, turn))
+        if i == 1:
+            raise RuntimeError("one socket's cleanup failed")
+
+    for i in range(5):
+        pacer.defer(lambda i=i: callback(i))
+    assert ran == []  # nothing runs in the turn that defers
+    while len(ran) < 5 and turn < 50:
+        await asyncio.sleep(0)
+        turn += 1
+    loop.set_exception_handler(None)
+    assert [i for i, _ in ran] == [0, 1, 2, 3, 4]
+    turns = [t for _, t in ran]
+    assert max(turns.count(t) for t in set(turns)) == 2 == pacer.most
+    assert len(set(turns)) == 3
+    assert [str(c["exception"]) for c in failures] == ["one socket's cleanup failed"]
+    pacer.defer(lambda: callback(5))  # idle again: a later callback is scheduled anew
+    await asyncio.sleep(0)
+    assert ran[-1][0] == 5
 
 
 class CountingGate:
