@@ -12,47 +12,45 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 
 class TurnGate:
+    """``await gate.wait()`` returns in a later loop turn, ``per_turn`` waiters per turn, in order."""
+
     def __init__(self, per_turn: int) -> None:
         self.per_turn = per_turn
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._scheduled = False
+        self._pacer: TurnPacer | None = None
 
     async def wait(self) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._release)
+        loop = asyncio.get_running_loop()
+        if self._pacer is None:
+            self._pacer = TurnPacer(loop, self.per_turn)
+        fut = loop.create_future()
+        self._pacer.defer(partial(_let_through, fut))
         await fut
 
-    def _release(self) -> None:
-        n = 0
-        while self._waiters and n < self.per_turn:
-            fut = self._waiters.popleft()
-            if not fut.done():  # a cancelled waiter takes no place
-                fut.set_result(None)
-                n += 1
-        if self._waiters:
-            asyncio.get_running_loop().call_soon(self._release)  # behind this turn's other work
-        else:
-            self._scheduled = False
+
+def _let_through(fut: asyncio.Future[None]) -> bool:
+    if fut.done():  # a cancelled waiter takes no place
+        return False
+    fut.set_result(None)
+    return True
 
 
 class TurnPacer:
-    """Runs deferred callbacks in order, ``per_turn`` of them per loop turn. ``most`` is the largest
-    number run in one turn so far (``per_turn`` once a burst has been paced)."""
+    """Runs deferred callbacks in order, ``per_turn`` of them per loop turn (a callback that returns
+    False took no place). ``most`` is the largest number run in one turn so far (``per_turn`` once a
+    burst has been paced)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int) -> None:
         self.per_turn = per_turn
         self.most = 0
         self._loop = loop
-        self._todo: deque[Callable[[], None]] = deque()
+        self._todo: deque[Callable[[], bool | None]] = deque()
         self._scheduled = False
 
-    def defer(self, fn: Callable[[], None]) -> None:
+    def defer(self, fn: Callable[[], bool | None]) -> None:
         self._todo.append(fn)
         if not self._scheduled:
             self._scheduled = True
@@ -63,10 +61,11 @@ class TurnPacer:
         todo = self._todo
         while todo and n < self.per_turn:
             fn = todo.popleft()
-            n += 1
             try:
-                fn()
-            except Exception as exc:  # one socket's failure must not stop the others' turns
+                if fn() is not False:
+                    n += 1
+            except Exception as exc:
+                n += 1  # one socket's failure must not stop the others' turns
                 self._loop.call_exception_handler({"message": "a paced callback failed", "exception": exc})
         self.most = max(self.most, n)
         if todo:
