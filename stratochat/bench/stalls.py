@@ -121,13 +121,19 @@ def window(
     }
 
 
+def _upto(bound_ms: float | str | None) -> str:
+    # A family with no observation in the window has no longest: say so rather than print "None".
+    return "-" if bound_ms is None else f"<= {bound_ms} ms"
+
+
 def note(figures: dict[str, Any] | None) -> str | None:
     """A line for the table."""
     if not figures:
         return None
+    gc = f"{figures['gc_collections']:,} collections ({figures['gc_s']} s)"
+    if figures["gc_collections"]:
+        gc += f", {figures['gc_pauses_10ms']} over 10 ms, longest {_upto(figures['gc_longest_le_ms'])}"
     return (
-        f"server stalls in the window: event loop lag p99 <= {figures['lag_p99_le_ms']} ms, longest <= "
-        f"{figures['lag_longest_le_ms']} ms, {figures['stalls_50ms']} over 50 ms; {figures['gc_collections']:,} "
-        f"collections ({figures['gc_s']} s), {figures['gc_pauses_10ms']} over 10 ms, longest <= "
-        f"{figures['gc_longest_le_ms']} ms"
+        f"server stalls in the window: event loop lag p99 {_upto(figures['lag_p99_le_ms'])}, longest "
+        f"{_upto(figures['lag_longest_le_ms'])}, {figures['stalls_50ms']} over 50 ms; {gc}"
     )

@@ -354,6 +354,11 @@ def test_server_stalls_are_the_difference_of_two_metrics_pages() -> None:
         "gc_s": 0.25,
     }
     assert "4 over 50 ms" in (stalls.note(figures) or "")
+    assert "50 collections (0.25 s), 3 over 10 ms, longest <= 50.0 ms" in (stalls.note(figures) or "")
+    quiet = stalls.window(after, after)  # nothing collected in the window: no "longest" to print
+    assert quiet is not None and quiet["gc_collections"] == 0 and quiet["gc_longest_le_ms"] is None
+    assert (stalls.note(quiet) or "").endswith("; 0 collections (0.0 s)")
+    assert "None" not in (stalls.note(quiet) or "")
     assert stalls.window(None, after) is None and stalls.note(None) is None
 
 
