@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,11 +18,14 @@ from typing import Any, TypeVar
 import httpx
 
 from .config import BenchConfig
+from .http import Connections, HttpError
 from .server import BenchSetupError, local_port_range
 
 T = TypeVar("T")
 # Registering and signing in cost an argon2 hash each on the server; more at once only queue there.
 SETUP_CONCURRENCY = 16
+# reconnect: the requests in flight while the messages the clients miss are sent.
+MISSED_CONNECTIONS = 32
 
 
 @dataclass(slots=True)
@@ -398,26 +402,26 @@ async def send_missed(cfg: BenchConfig, base_url: str, chats: dict[str, tuple[Ac
     """reconnect: ``cfg.missed`` messages into every chat over REST (from the members' other device) while
     the clients are away. Returns the seqs each chat acknowledged (201) and the failures."""
     acked: dict[str, list[int]] = {c: [] for c in chats}
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(base_url=base_url, timeout=cfg.timeout, limits=limits, trust_env=False) as http:
+    errors: Counter[str] = Counter()
+    async with Connections(base_url, MISSED_CONNECTIONS, cfg.timeout) as http:
 
         async def send(chat_id: str, member: Account, n: int) -> None:
             body = {"content": f"missed {n} " + "x" * max(0, cfg.size - 10), "client_msg_id": f"missed-{n}"}
             try:
-                r = await http.post(
-                    f"/api/chats/{chat_id}/messages", json=body, headers={"Authorization": f"Bearer {member.token}"}
+                r = await http.request(
+                    "POST", f"/api/chats/{chat_id}/messages", {"Authorization": f"Bearer {member.token}"}, body
                 )
-            except httpx.HTTPError as exc:
-                errors[f"send: {type(exc).__name__}"] = errors.get(f"send: {type(exc).__name__}", 0) + 1
-                return
-            if r.status_code == 201:
+                if r.status != 201:
+                    errors[f"send: http {r.status}"] += 1
+                    return
                 acked[chat_id].append(int(r.json()["message"]["seq"]))
-            else:
-                errors[f"send: http {r.status_code}"] = errors.get(f"send: http {r.status_code}", 0) + 1
+            except HttpError as exc:
+                errors[f"send: {'http ' if exc.status else ''}{exc.code}"] += 1
+            except (KeyError, ValueError, TypeError) as exc:
+                errors[f"send: {type(exc).__name__}"] += 1
 
         jobs: list[Callable[[], Awaitable[None]]] = [
             functools.partial(send, c, members[n % 2], n) for c, members in chats.items() for n in range(cfg.missed)
         ]
-        await gather_limited(jobs, 32)
-    return {"acked": acked, "errors": errors}
+        await gather_limited(jobs, MISSED_CONNECTIONS)
+    return {"acked": acked, "errors": dict(errors)}

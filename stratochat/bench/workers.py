@@ -23,11 +23,11 @@ from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
 
-import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from .http import Connections, HttpError
 from .scenarios import ClientSpec, WorkerPlan
 from .stats import Bitmap, Histogram, missing
 
@@ -116,7 +116,6 @@ class Worker:
         self.cpu_window = 0.0
         self.inbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self.pad = "x" * max(0, plan.size - 40)
-        self.http_slots = asyncio.Semaphore(HTTP_CONNECTIONS)
 
     # the pipe ------------------------------------------------------------------------------------
     def send(self, kind: str, **payload: Any) -> None:
@@ -235,14 +234,10 @@ class Worker:
         self.send("dropped", errors=dict(self.errors))
         t0: int = (await self.command("reconnect"))["t0"]
         cpu0 = time.process_time()
-        # Requests wait on our semaphore, never in httpcore's pool queue: assigning a connection scans
-        # every queued request (a profile of 1,000 recovering clients spent 73% of the worker there).
+        # A fixed set of kept-alive connections, each request waiting for a free one (bench/http.py: a
+        # sixth of httpx's CPU per request, which was two thirds of a recovering worker's).
         conns = min(HTTP_CONNECTIONS, self.plan.connect_concurrency)
-        self.http_slots = asyncio.Semaphore(conns)
-        limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
-        async with httpx.AsyncClient(
-            base_url=self.plan.base_url, timeout=self.plan.timeout, limits=limits, trust_env=False
-        ) as http:
+        async with Connections(self.plan.base_url, conns, self.plan.timeout) as http:
             sem = asyncio.Semaphore(self.plan.connect_concurrency)
             tasks = [asyncio.create_task(self._recover(c, http, sem, t0)) for c in dropping]
             _, pending = await asyncio.wait(tasks, timeout=self.plan.timeout) if tasks else (set(), set())
@@ -535,15 +530,14 @@ class Worker:
         got.add(seq)
         client.known[chat_id] = max(client.known[chat_id], seq)
 
-    async def _recover(self, client: Client, http: httpx.AsyncClient, sem: asyncio.Semaphore, t0: int) -> None:
+    async def _recover(self, client: Client, http: Connections, sem: asyncio.Semaphore, t0: int) -> None:
         """Reconnect as the contract says a client must: socket first (nothing new is missed), then the
         inbox (``last_seq`` per chat), then ``after=`` pages up to it."""
         if not await self._open(client, sem):
             return
         headers = {"Authorization": f"Bearer {client.spec.token}"}
         try:
-            async with self.http_slots:
-                r = await _get(http, "/api/chats", headers)
+            r = await http.request("GET", "/api/chats", headers)
             last = {c["chat_id"]: int(c["last_seq"]) for c in r.json()["chats"]}
             for chat_id in client.spec.chats:
                 after = client.known[chat_id]
@@ -551,34 +545,18 @@ class Worker:
                 for _ in range(10_000):
                     if after >= target:
                         break
-                    async with self.http_slots:
-                        r = await _get(http, f"/api/chats/{chat_id}/messages?after={after}&limit=200", headers)
+                    r = await http.request("GET", f"/api/chats/{chat_id}/messages?after={after}&limit=200", headers)
                     page = r.json()
                     for m in page["messages"]:
                         self._recovered(client, chat_id, int(m["seq"]))
                     if not page["messages"] or not page["has_more"]:
                         break
                     after = int(page["messages"][-1]["seq"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            code = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
+        except (HttpError, KeyError, ValueError, TypeError) as exc:
+            code = exc.code if isinstance(exc, HttpError) else type(exc).__name__
             self.errors[f"recover: {code}"] += 1
             return
         client.recovery_ns = time.monotonic_ns() - t0
-
-
-async def _get(http: httpx.AsyncClient, path: str, headers: dict[str, str], attempts: int = 3) -> httpx.Response:
-    """GET with a retry on transport errors, as a real client would: a kept-alive connection the server
-    closed just then (uvicorn drops idle ones after 5 s) fails the first read, not the request."""
-    for attempt in range(attempts):
-        try:
-            r = await http.get(path, headers=headers)
-        except httpx.TransportError:
-            if attempt == attempts - 1:
-                raise
-            continue
-        r.raise_for_status()
-        return r
-    raise AssertionError("unreachable")
 
 
 def start_pipe_reader(
