@@ -1,12 +1,15 @@
 """Server CPU per REST read: ``--clients`` keep-alive connections fetch the inbox (``GET /api/chats``)
 or a page of history (``GET /api/chats/{id}/messages?after=``) as fast as the server answers, for
-``--duration`` seconds after a second of warm-up; it prints requests/s and the server's CPU per request
-(from ``/proc/PID/stat``). The client (httpx, one process) is usually the limit of requests/s on two
-vCPUs, so compare CPU per request, alternating the trees being compared.
+``--duration`` seconds after a second of warm-up; it prints requests/s, the server's CPU per request
+(from ``/proc/PID/stat``) and this client's. The client (one process) is usually the limit of requests/s on
+two vCPUs, so compare CPU per request, alternating the trees being compared. ``--client`` picks the HTTP
+client: ``bench`` (the default) is the load generator's own (``stratochat.bench.http``), ``httpx`` an
+``httpx.AsyncClient`` per connection, which costs the client about six times the CPU per request.
 
     STRATOCHAT_SIGNUP_RATE=0 python -m stratochat serve --port 8768 & PID=$!
     python benchmarks/http_reads.py --url http://127.0.0.1:8768 --server-pid $PID --read inbox
     python benchmarks/http_reads.py --url http://127.0.0.1:8768 --server-pid $PID --read history
+    python benchmarks/http_reads.py --url http://127.0.0.1:8768 --server-pid $PID --client httpx
 
 What a reconnect storm costs the server is mostly these requests and the sockets' handshakes.
 """
@@ -20,6 +23,8 @@ import time
 import uuid
 
 import httpx
+
+from stratochat.bench.http import Connections, HttpError
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,7 +58,7 @@ async def run(args: argparse.Namespace) -> None:
     done = 0
     stop = asyncio.Event()
 
-    async def client() -> None:
+    async def client_httpx() -> None:
         nonlocal done
         async with httpx.AsyncClient(base_url=args.url, timeout=30, headers=headers) as http:
             while not stop.is_set():
@@ -62,17 +67,30 @@ async def run(args: argparse.Namespace) -> None:
                     raise SystemExit(f"GET {path}: {r.status_code} {r.text[:200]}")
                 done += 1
 
+    conns = Connections(args.url, args.clients, 30.0)
+
+    async def client_bench() -> None:
+        nonlocal done
+        while not stop.is_set():
+            try:
+                await conns.request("GET", path, headers)
+            except HttpError as exc:
+                raise SystemExit(str(exc)) from exc
+            done += 1
+
+    client = client_httpx if args.client == "httpx" else client_bench
     tasks = [asyncio.create_task(client()) for _ in range(args.clients)]
     await asyncio.sleep(1.0)
-    n0, c0, t0 = done, cpu_seconds(args.server_pid), time.monotonic()
+    n0, c0, t0, own0 = done, cpu_seconds(args.server_pid), time.monotonic(), time.process_time()
     await asyncio.sleep(args.duration)
-    n1, c1, t1 = done, cpu_seconds(args.server_pid), time.monotonic()
+    n1, c1, t1, own1 = done, cpu_seconds(args.server_pid), time.monotonic(), time.process_time()
     stop.set()
     await asyncio.gather(*tasks)
+    await conns.aclose()
     n = max(1, n1 - n0)
     print(
-        f"{args.read}: {n / (t1 - t0):.0f} req/s, server {1e6 * (c1 - c0) / n:.0f} us/request, "
-        f"{(c1 - c0) / (t1 - t0):.2f} cores"
+        f"{args.read} ({args.client}): {n / (t1 - t0):.0f} req/s, server {1e6 * (c1 - c0) / n:.0f} us/request, "
+        f"{(c1 - c0) / (t1 - t0):.2f} cores; client {1e6 * (own1 - own0) / n:.0f} us/request"
     )
 
 
@@ -83,6 +101,7 @@ def main() -> None:
     p.add_argument("--read", choices=("inbox", "history"), default="inbox")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument("--client", choices=("bench", "httpx"), default="bench")
     asyncio.run(run(p.parse_args()))
 
 
