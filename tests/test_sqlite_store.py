@@ -287,3 +287,31 @@ async def test_a_failing_read_on_the_loop_is_unavailable(one: tuple[SqliteStore,
     finally:
         store._loop_reader = real
     assert await store.get_user(user.user_id) is not None
+
+
+async def test_a_write_waits_for_another_process_turn_and_goes_in_as_it_ends(tmp_path: Path) -> None:
+    """The writer turn (an flock on ``<db>-writer``): while another process holds it, a write waits
+    (no error, no SQLite busy loop), and it goes in once that turn ends. flock locks belong to an open file,
+    so a second WriterTurn in this process stands in for another process."""
+    clock = FakeClock()
+    store = SqliteStore(tmp_path / "t.db", clock)
+    await store.start()
+    other = sqlite_module.WriterTurn(tmp_path / "t.db")
+    try:
+        alice, bob = await new_user(store, clock), await new_user(store, clock)
+        chat = await new_chat(store, clock, alice, bob)
+        other.take()
+        pending = asyncio.ensure_future(store.append_message(draft(chat, alice, "after the turn")))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # still waiting for the other turn
+        other.drop()
+        message, created = await asyncio.wait_for(pending, 5)
+        assert created and message.seq == 1
+        # The store let its turn go after the commit: another writer gets it at once.
+        assert other.try_take()
+        other.drop()
+        page, _ = await store.list_messages(chat.chat_id, after=0, limit=10)
+        assert [m.content for m in page] == ["after the turn"]
+    finally:
+        other.close()
+        await store.close()

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -603,6 +605,7 @@ class SqliteStore:
         self._appender = MessageAppender()  # used with the writer connection only
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._turn: WriterTurn | None = None
 
     # lifecycle -------------------------------------------------------------------------------------
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
@@ -619,6 +622,7 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._init_schema)
+        self._turn = WriterTurn(self._path)
         self._conn = await asyncio.to_thread(self._connect_writer)
         self._writer = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
         self._writer.start()
@@ -665,6 +669,8 @@ class SqliteStore:
             await asyncio.to_thread(self._writer.join)
         if self._conn is not None:
             self._conn.close()
+        if self._turn is not None:
+            self._turn.close()
         self._stop.set()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.join)
@@ -719,8 +725,10 @@ class SqliteStore:
         when the write lock is another process's or a statement failed, the batch itself. Each
         statement gives up the GIL; on the writer thread, each then waited for a busy loop to hand it
         back (up to the 5 ms switch interval): a batch of six messages took 1-3 ms instead of 0.4."""
-        conn = self._conn
-        assert conn is not None
+        conn, turn = self._conn, self._turn
+        assert conn is not None and turn is not None
+        if not turn.try_take():
+            return self._run_batch, (batch,)  # another process's turn: the thread waits for it
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
@@ -781,6 +789,9 @@ class SqliteStore:
                 log.exception("a write batch failed")
                 self._roll_back(conn)
                 results = [(fut, None, Unavailable("database write failed")) for fut in futs]
+            finally:
+                assert self._turn is not None
+                self._turn.drop()  # the transaction is over (committed or rolled back): the next process's turn
             self.batches += 1
             self.writes += len(results)
             if self._rewind_due:
@@ -869,6 +880,7 @@ class SqliteStore:
         everything back and runs the batch again op by op (``_run_batch_safely``), so an error costs
         one op, never the batch's other writes."""
         try:
+            self._take_turn()
             _begin(conn)
         except sqlite3.Error as exc:
             log.error("cannot begin a write transaction: %s", exc)
@@ -881,8 +893,13 @@ class SqliteStore:
             return self._run_batch_safely(conn, batch)
         return _commit(conn, results, self._appender)
 
+    def _take_turn(self) -> None:
+        assert self._turn is not None
+        self._turn.take()
+
     def _run_batch_safely(self, conn: sqlite3.Connection, batch: list[WriteOp]) -> list[WriteResult]:
         try:
+            self._take_turn()
             _begin(conn)
         except sqlite3.Error as exc:
             log.error("cannot begin a write transaction: %s", exc)
@@ -1102,6 +1119,45 @@ _TO_A_THREAD = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQ
 
 # Ops that may touch many rows: they run on the writer thread, never on the loop.
 THREAD_ONLY: frozenset[WriteFn] = frozenset({purge_txn, delete_pending_files_txn})
+
+
+class WriterTurn:
+    """An advisory lock (``flock``) on ``<database>-writer`` that each process writing the database holds
+    for the length of its write transaction. SQLite keeps no queue for its write lock: a process that finds
+    it taken can only poll, and with two nodes on one file the poller kept losing to the holder's next
+    transaction (waits of 7-8 ms at the 90th percentile and 22-24 ms at the 99th, at 1,000 msg/s). Blocked
+    in ``flock``, a waiter wakes as soon as the holder lets go, before the holder's loop has started its next
+    batch. The kernel drops a crashed process's lock. SQLite's own lock still guards the data: a writer that
+    takes no turn (the ``sqlite3`` shell, say) is waited for by ``_begin`` as before."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._fd = os.open(f"{db_path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.held = False
+
+    def try_take(self) -> bool:
+        """On the loop: the turn if it is free now, never waiting."""
+        if not self.held:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self.held = True
+        return True
+
+    def take(self) -> None:
+        """On the writer thread: wait for the turn (the GIL is released while blocked)."""
+        if not self.held:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self.held = True
+
+    def drop(self) -> None:
+        if self.held:
+            self.held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.drop()
+        os.close(self._fd)
 
 
 def _begin(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
