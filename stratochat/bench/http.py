@@ -60,8 +60,9 @@ class Connections:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self._origin = httpcore.Origin(parts.scheme.encode(), parts.hostname.encode("idna"), port)
         self._prefix = base_url.rstrip("/")
-        default_port = port == (443 if parts.scheme == "https" else 80)
-        self._host = (parts.hostname if default_port else f"{parts.hostname}:{port}").encode("idna")
+        # The Host header is the URL's authority as written (an IPv6 literal keeps its brackets).
+        authority = parts.netloc.rpartition("@")[2]
+        self._host = authority.encode("ascii") if authority.isascii() else authority.encode("idna")
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._free: asyncio.Queue[httpcore.AsyncHTTPConnection] = asyncio.Queue()

@@ -121,3 +121,22 @@ async def test_a_server_that_is_not_there_fails_after_the_retries() -> None:
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="not an http"):
         Connections("ws://127.0.0.1:1", 1, timeout=1)
+
+
+async def test_an_ipv6_literal_url_is_reached_with_its_host_header() -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = Server(lambda m, p, b: _response(200, {"path": p}))
+    s = await asyncio.start_server(server.handle, "::1", 0)
+    try:
+        port = s.sockets[0].getsockname()[1]
+        async with Connections(f"http://[::1]:{port}", 1, timeout=5) as http:
+            assert (await http.request("GET", "/healthz")).json() == {"path": "/healthz"}
+        assert server.requests[0][3]["host"] == f"[::1]:{port}"
+    finally:
+        s.close()
+        await s.wait_closed()

@@ -1128,7 +1128,9 @@ class WriterTurn:
     transaction (waits of 7-8 ms at the 90th percentile and 22-24 ms at the 99th, at 1,000 msg/s). Blocked
     in ``flock``, a waiter wakes as soon as the holder lets go, before the holder's loop has started its next
     batch. The kernel drops a crashed process's lock. SQLite's own lock still guards the data: a writer that
-    takes no turn (the ``sqlite3`` shell, say) is waited for by ``_begin`` as before."""
+    takes no turn (the ``sqlite3`` shell, say) is waited for by ``_begin`` as before. The wait has no timeout
+    of its own: a holder keeps the turn for one transaction, whose ``_begin`` gives up after 30 s, so only a
+    stopped (SIGSTOP) or hung peer holds it longer, and then every write waits for it."""
 
     def __init__(self, db_path: Path) -> None:
         self._fd = os.open(f"{db_path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
